@@ -13,6 +13,18 @@ import { Command, CommanderError, type HelpContext } from 'commander';
 import { resolveRoot } from '../util/root.js';
 import { stopAllProgress } from './progress.js';
 import { registerVersionCommand } from './commands/version.js';
+import { registerImagesCommand } from './commands/images.js';
+import { registerInspectCommand } from './commands/inspect.js';
+import { registerHistoryCommand } from './commands/history.js';
+import { registerTagCommand } from './commands/tag.js';
+import { registerRmiCommand } from './commands/rmi.js';
+import { registerImportCommand } from './commands/import.js';
+import { registerSaveCommand } from './commands/save.js';
+import { registerLoadCommand } from './commands/load.js';
+import { registerLayerCommands } from './commands/layer.js';
+import { registerFsckCommand } from './commands/fsck.js';
+import { registerGcCommand } from './commands/gc.js';
+import { registerDemoCommand } from './commands/demo.js';
 
 /** What every command receives besides its own arguments. */
 export interface CliContext {
@@ -36,7 +48,21 @@ export interface CliContext {
 export type CommandRegistrar = (program: Command, ctx: CliContext) => void;
 
 /** Every command strata has; a new command module adds its registrar here. */
-export const COMMANDS: readonly CommandRegistrar[] = [registerVersionCommand];
+export const COMMANDS: readonly CommandRegistrar[] = [
+  registerImagesCommand,
+  registerInspectCommand,
+  registerHistoryCommand,
+  registerTagCommand,
+  registerRmiCommand,
+  registerImportCommand,
+  registerSaveCommand,
+  registerLoadCommand,
+  registerLayerCommands,
+  registerFsckCommand,
+  registerGcCommand,
+  registerDemoCommand,
+  registerVersionCommand,
+];
 
 /**
  * An error whose message is meant for the user as is. Any thrown error is
