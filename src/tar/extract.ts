@@ -18,6 +18,12 @@
  * half-trusted. The checks assume nothing else modifies the tree while a layer
  * is being applied.
  *
+ * Overlay format ({@link ApplyOptions.whiteouts} 'overlay') unpacks one layer
+ * alone into an empty directory that is later stacked as an overlayfs lower
+ * dir, the way Docker's overlay2 driver and containerd's overlay snapshotter
+ * store layers: whiteouts stay in the tree as the kernel's own markers
+ * instead of deleting anything.
+ *
  * @module
  */
 import { execFile, spawn } from 'node:child_process';
@@ -72,6 +78,26 @@ export interface ApplyOptions {
   xattrs?: 'apply' | 'skip';
   /** Stops between entries when aborted. */
   signal?: AbortSignal;
+  /**
+   * 'apply' (default): whiteouts delete lower-layer paths from the target tree.
+   * 'overlay': the target must be an empty directory that receives this one
+   * layer alone, in overlayfs format: `.wh.NAME` becomes a 0/0 character
+   * device NAME (owned like the whiteout entry), `.wh..wh..opq` becomes the
+   * `<ns>.overlay.opaque=y` xattr on its directory. Creating 0/0 devices
+   * without root needs Linux 5.8 or later. `trusted.overlay.*` and
+   * `user.overlay.*` xattrs carried by the layer itself are dropped (counted
+   * in {@link ApplyStats.skippedXattrs}): overlayfs would obey them. A 0/0
+   * character device carried by the layer is created as such, and so acts as
+   * a whiteout once stacked, as under Docker's overlay2.
+   */
+  whiteouts?: 'apply' | 'overlay';
+  /**
+   * With `whiteouts: 'overlay'`: the xattr namespace of opaque markers.
+   * 'trusted' (default when root) is what overlayfs reads normally; 'user'
+   * (default otherwise, since trusted.* needs CAP_SYS_ADMIN) is what it reads
+   * when mounted with `userxattr` (Linux 5.11 or later).
+   */
+  overlayXattrs?: 'trusted' | 'user';
 }
 
 /** What {@link applyLayer} did. */
@@ -106,6 +132,17 @@ export interface XattrRecord {
   path: string;
   xattrs: Record<string, Buffer>;
 }
+
+/** A whiteout waiting to be created as a 0/0 character device (overlay format). */
+interface PendingWhiteout {
+  rawName: string;
+  path: string;
+  uid: number;
+  gid: number;
+}
+
+/** Extended attributes overlayfs interprets (its own bookkeeping), in either namespace. */
+const OVERLAY_XATTR_RE = /^(trusted|user)\.overlay\./;
 
 function errnoOf(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | null)?.code;
@@ -194,10 +231,15 @@ class LayerApplier {
   private readonly touched = new Set<string>();
   private readonly pendingDirs = new Map<string, PendingDir>();
   private readonly pendingXattrs = new Map<string, Record<string, Buffer>>();
+  /** Overlay format: whiteouts to create, and directories to mark opaque, once the layer is read. */
+  private readonly pendingWhiteouts: PendingWhiteout[] = [];
+  private readonly pendingOpaque = new Set<string>();
   readonly stats = emptyStats();
   private readonly devices: DeviceHandling;
   private readonly chownEntries: boolean;
   private readonly root: boolean;
+  private readonly overlay: boolean;
+  private readonly opaqueXattr: string;
 
   constructor(
     private readonly rootDir: string,
@@ -206,6 +248,8 @@ class LayerApplier {
     this.root = isRoot();
     this.devices = opts.devices ?? (this.root ? 'create' : 'skip');
     this.chownEntries = opts.preserveOwners ?? (this.root || opts.idMap !== undefined);
+    this.overlay = opts.whiteouts === 'overlay';
+    this.opaqueXattr = `${opts.overlayXattrs ?? (this.root ? 'trusted' : 'user')}.overlay.opaque`;
   }
 
   private abs(rel: string): string {
@@ -245,12 +289,14 @@ class LayerApplier {
         return;
       case 'whiteout':
         await drain(body);
-        await this.whiteout(linted.rawName, linted.target);
+        if (this.overlay) await this.overlayWhiteout(linted.rawName, linted.target, header);
+        else await this.whiteout(linted.rawName, linted.target);
         this.stats.whiteouts++;
         return;
       case 'opaque':
         await drain(body);
-        await this.opaque(linted.rawName, linted.dir);
+        if (this.overlay) await this.overlayOpaque(linted.rawName, linted.dir);
+        else await this.opaque(linted.rawName, linted.dir);
         this.stats.whiteouts++;
         return;
       case 'entry':
@@ -430,7 +476,7 @@ class LayerApplier {
     await run('mknod', ['-m', '600', '--', abs, kind, String(header.devmajor ?? 0), String(header.devminor ?? 0)], rawName);
   }
 
-  private ownerOf(header: EntryHeader): { uid: number; gid: number } {
+  private ownerOf(header: Pick<EntryHeader, 'uid' | 'gid'>): { uid: number; gid: number } {
     const idMap = this.opts.idMap;
     if (!idMap) return { uid: header.uid, gid: header.gid };
     return { uid: mapId(header.uid, idMap.uids, 'uid'), gid: mapId(header.gid, idMap.gids, 'gid') };
@@ -488,8 +534,60 @@ class LayerApplier {
     }
   }
 
-  /** Work that must wait for the whole layer: extended attributes, then directory modes and times. */
+  /**
+   * Overlay format: the whiteout becomes a 0/0 character device at `target`,
+   * made in {@link finish} so that all of a layer's whiteouts cost one process.
+   * The linter guarantees this layer puts nothing else at `target`.
+   */
+  private async overlayWhiteout(rawName: string, target: string, header: EntryHeader): Promise<void> {
+    await this.ensureParents(rawName, target);
+    this.pendingWhiteouts.push({ rawName, path: target, uid: header.uid, gid: header.gid });
+  }
+
+  /** Overlay format: the directory gets the opaque xattr in {@link finish}; nothing lower is here to prune. */
+  private async overlayOpaque(rawName: string, dir: string): Promise<void> {
+    if (dir !== '') await this.ensureParents(rawName, dir, true);
+    this.pendingOpaque.add(dir);
+  }
+
+  private async createWhiteouts(): Promise<void> {
+    const paths: string[] = [];
+    for (const whiteout of this.pendingWhiteouts) {
+      if (!(await this.parentsExist(whiteout.rawName, whiteout.path, 'whiteout'))) {
+        throw new Error(`cannot apply layer entry ${describeEntry(whiteout.rawName)}: the parent of its overlay whiteout is gone`);
+      }
+      paths.push(this.abs(whiteout.path));
+    }
+    await makeWhiteouts(paths);
+    if (!this.chownEntries) return;
+    // As Docker's overlay2 does: the device takes the owner of the whiteout entry.
+    for (const whiteout of this.pendingWhiteouts) {
+      const { uid, gid } = this.ownerOf(whiteout);
+      await lchown(this.abs(whiteout.path), uid, gid);
+    }
+  }
+
+  private async markOpaque(): Promise<void> {
+    const records: XattrRecord[] = [];
+    for (const dir of this.pendingOpaque) {
+      if (!(await this.parentsExist(dir, dir, 'opaque directory'))) continue;
+      const stats = await lstatOrUndefined(this.abs(dir));
+      if (stats === undefined || !stats.isDirectory()) continue;
+      records.push({ path: this.abs(dir), xattrs: { [this.opaqueXattr]: Buffer.from('y') } });
+    }
+    try {
+      await setXattrs(records);
+    } catch (err) {
+      const hint = this.opaqueXattr.startsWith('trusted.') && !this.root ? ' (trusted.* xattrs need root; use overlayXattrs: \'user\' with userxattr mounts)' : '';
+      throw new Error(`cannot mark opaque directories with ${this.opaqueXattr}${hint}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Work that must wait for the whole layer: overlay markers, extended attributes, then directory modes and times. */
   private async finish(): Promise<void> {
+    // Before directory modes are applied: a 0555 directory must still take its whiteouts.
+    if (this.pendingWhiteouts.length > 0) await this.createWhiteouts();
+    if (this.pendingOpaque.size > 0) await this.markOpaque();
     if (this.pendingXattrs.size > 0) await this.restoreXattrs();
     // Deepest first: setting a child's times or creating entries in it changes its parent's mtime.
     const dirs = [...this.pendingDirs.entries()].sort((a, b) => depth(b[0]) - depth(a[0]));
@@ -506,14 +604,23 @@ class LayerApplier {
   private async restoreXattrs(): Promise<void> {
     const records: XattrRecord[] = [];
     for (const [path, xattrs] of this.pendingXattrs) {
-      const names = Object.keys(xattrs);
+      let names = Object.keys(xattrs);
+      if (this.overlay) {
+        const overlayOwn = names.filter((name) => OVERLAY_XATTR_RE.test(name));
+        if (overlayOwn.length > 0) {
+          this.stats.skippedXattrs += overlayOwn.length;
+          names = names.filter((name) => !OVERLAY_XATTR_RE.test(name));
+          if (names.length === 0) continue;
+        }
+      }
       if (this.opts.xattrs === 'skip') {
         this.stats.skippedXattrs += names.length;
         continue;
       }
       // Re-check the path: only paths whose parents are still real directories are handed to the tool.
       if (!(await this.parentsExist(path, path, 'entry')) || (await lstatOrUndefined(this.abs(path))) === undefined) continue;
-      let wanted = xattrs;
+      let wanted: Record<string, Buffer> = {};
+      for (const name of names) wanted[name] = xattrs[name]!;
       if (!this.root) {
         // Only user.* is settable without privileges; the rest is dropped and counted.
         wanted = {};
@@ -577,7 +684,10 @@ export function xattrDump(records: XattrRecord[]): string {
   let dump = '';
   for (const record of records) {
     dump += `# file: ${quoteForDump(record.path)}\n`;
-    for (const [name, value] of Object.entries(record.xattrs)) dump += `${quoteForDump(name)}=0s${value.toString('base64')}\n`;
+    // setfattr --restore rejects an empty base64 value ("0s"); an empty string literal is how it spells "".
+    for (const [name, value] of Object.entries(record.xattrs)) {
+      dump += `${quoteForDump(name)}=${value.length === 0 ? '""' : `0s${value.toString('base64')}`}\n`;
+    }
     dump += '\n';
   }
   return dump;
@@ -632,8 +742,64 @@ export async function setXattrs(records: XattrRecord[], tool: 'auto' | 'setfattr
   }
 }
 
+/** Creates 0/0 character devices (mode 0) at NUL-separated paths read from stdin; never follows a symlink (mknod does not). */
+const PYTHON_MKNOD = `
+import os, stat, sys
+failed = 0
+for path in sys.stdin.buffer.read().split(b"\\0"):
+    if not path:
+        continue
+    try:
+        os.mknod(path, stat.S_IFCHR, os.makedev(0, 0))
+    except OSError as err:
+        failed += 1
+        sys.stderr.write("%s: %s\\n" % (path.decode("utf-8", "replace"), err.strerror))
+sys.exit(1 if failed else 0)
+`;
+
+/**
+ * Creates overlayfs whiteouts: a character device 0/0 with mode 0 at each
+ * path (which must not exist; parents must be verified by the caller). One
+ * python3 process does them all when python3 is installed, else mknod(1) runs
+ * once per path. Without root this needs Linux 5.8 or later, which allows
+ * unprivileged creation of exactly this device.
+ *
+ * @throws Error naming the first failing path, with a hint when the kernel
+ *   refused an unprivileged whiteout.
+ */
+export async function makeWhiteouts(paths: string[], tool: 'auto' | 'python3' | 'mknod' = 'auto'): Promise<void> {
+  if (paths.length === 0) return;
+  const explain = (err: unknown): Error => {
+    const message = (err as Error).message;
+    const hint =
+      /not permitted/i.test(message) && !isRoot()
+        ? ' (creating whiteout devices without root needs Linux 5.8 or later; unpack as root on older kernels)'
+        : '';
+    return new Error(`cannot create overlay whiteouts: ${message}${hint}`, { cause: err });
+  };
+  if (tool !== 'mknod') {
+    try {
+      await feed('python3', ['-c', PYTHON_MKNOD], Buffer.concat(paths.map((path) => Buffer.from(`${path}\0`, 'utf8'))), 'create whiteouts');
+      return;
+    } catch (err) {
+      // EACCES too: a python3 shim in a directory this user may not enter.
+      const code = errnoOf(err);
+      if ((code !== 'ENOENT' && code !== 'EACCES') || tool === 'python3') throw explain(err);
+    }
+  }
+  for (const path of paths) {
+    await new Promise<void>((resolve, reject) => {
+      execFile('mknod', ['-m', '0', '--', path, 'c', '0', '0'], (err, _stdout, stderr) => {
+        if (!err) return resolve();
+        const why = errnoOf(err) === 'ENOENT' ? 'neither python3 nor mknod is installed' : `mknod: ${String(stderr).trim() || err.message}`;
+        reject(explain(new Error(why, { cause: err })));
+      });
+    });
+  }
+}
+
 /** Runs `command`, writes `input` to its stdin, rejects with its stderr on failure (ENOENT passes through). */
-function feed(command: string, args: string[], input: string): Promise<void> {
+function feed(command: string, args: string[], input: string | Buffer, what = 'set extended attributes'): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { stdio: ['pipe', 'ignore', 'pipe'] });
     let stderr = '';
@@ -645,7 +811,7 @@ function feed(command: string, args: string[], input: string): Promise<void> {
     child.stdin.on('error', () => undefined);
     child.on('close', (code) => {
       if (code === 0) resolve();
-      else reject(new Error(`${command} could not set extended attributes: ${stderr.trim() || `exit code ${code}`}`));
+      else reject(new Error(`${command} could not ${what}: ${stderr.trim() || `exit code ${code}`}`));
     });
     child.stdin.end(input);
   });
@@ -670,6 +836,9 @@ export async function applyLayer(targetDir: string, tar: NodeJS.ReadableStream, 
   const rootDir = await realpath(targetDir);
   const stats = await lstat(rootDir);
   if (!stats.isDirectory()) throw new Error(`cannot apply a layer to ${targetDir}: not a directory`);
+  if (opts.whiteouts === 'overlay' && (await readdir(rootDir)).length > 0) {
+    throw new Error(`cannot unpack a layer in overlay format into ${targetDir}: the directory is not empty (overlay format holds one layer alone)`);
+  }
   return new LayerApplier(rootDir, opts).apply(tar);
 }
 

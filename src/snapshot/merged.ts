@@ -1,0 +1,400 @@
+/**
+ * A read-only merged view over a stack of snapshot directories in overlayfs
+ * format, computed in userspace: what an overlay mount of the same lower
+ * directories would show, without mounting anything (so without root).
+ *
+ * Rules, as overlayfs applies them:
+ * - the topmost layer holding a name decides what it is;
+ * - a character device 0/0 is a whiteout: the name does not exist, whatever
+ *   lower layers hold;
+ * - a directory merges with same-named directories below it, until a layer
+ *   has a non-directory or a whiteout there, or the directory is opaque
+ *   (`trusted.overlay.opaque=y`, or `user.overlay.opaque=y` for snapshots
+ *   unpacked without root).
+ *
+ * Paths are container paths, resolved component by component from the root
+ * of the merged tree; symlinks are followed the way the kernel follows them
+ * inside a chroot (an absolute target restarts at the root, `..` stops at the
+ * root), so a lookup never reaches a host path outside the layer directories.
+ *
+ * The layers must not change while a view is in use: lookups are cached.
+ */
+import { createReadStream, type Stats } from 'node:fs';
+import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { StrataError } from '../content/errors.js';
+import { compareNames, type EntryHeader } from '../tar/entry.js';
+import { readTreeXattrs, statsToHeader } from '../tar/walk.js';
+import { isOverlayWhiteout } from './upperdiff.js';
+
+/** Linux's limit on symlinks followed in one lookup. */
+const MAX_SYMLINKS = 40;
+const OPAQUE_XATTRS = ['trusted.overlay.opaque', 'user.overlay.opaque'];
+
+const ERRNO_TEXT: Record<string, string> = {
+  ENOENT: 'no such file or directory',
+  ENOTDIR: 'not a directory',
+  EISDIR: 'illegal operation on a directory',
+  ELOOP: 'too many levels of symbolic links',
+  EINVAL: 'invalid argument',
+};
+
+/**
+ * A failed lookup in a merged view, shaped like Node's errors (`code` is the
+ * errno name) but naming the path as the container sees it.
+ */
+export class MergedPathError extends StrataError {
+  constructor(
+    code: string,
+    readonly syscall: string,
+    readonly path: string,
+  ) {
+    super(code, `${code}: ${ERRNO_TEXT[code] ?? 'error'}, ${syscall} '${path}'`);
+  }
+}
+
+/** One entry of the merged tree. */
+export interface MergedNode {
+  /** Path relative to the root, '/'-separated, no symlinks in it; '' for the root. */
+  rel: string;
+  /** Index (top = 0) of the layer whose instance is visible; -1 for the root of an empty stack. */
+  layer: number;
+  /** Host path of the visible instance; undefined for the root of an empty stack. */
+  hostPath: string | undefined;
+  /** lstat of the visible instance; undefined for the root of an empty stack. */
+  stats: Stats | undefined;
+  /** The entry as a layer would record it (path = rel; symlinks carry their target). */
+  header: EntryHeader;
+  /** Directories: the layers merged into it, top first. Empty for other types. */
+  merge: number[];
+}
+
+/** What {@link MergedView.resolve} found. */
+export interface ResolvedPath {
+  /** The canonical path (every symlink on the way resolved), relative to the root. */
+  rel: string;
+  /** The entry there, or undefined when it does not exist. */
+  node: MergedNode | undefined;
+  /** With `allowMissing`: how many trailing components of `rel` do not exist (0 when `node` is set). */
+  missing: number;
+}
+
+/** Options of {@link MergedView.resolve}. */
+export interface ResolveOptions {
+  /** Follow a symlink in the last component (default false: the link itself). */
+  followLast?: boolean;
+  /**
+   * Allow intermediate components to be missing: the rest of the path is then
+   * taken literally (`..` still stops at the root) and `node` is undefined.
+   * Without it a missing intermediate component is ENOENT.
+   */
+  allowMissing?: boolean;
+}
+
+type XattrMap = Map<string, Record<string, Buffer>>;
+
+/** Xattr maps of layer directories, which never change once published. */
+const xattrCache = new Map<string, Promise<XattrMap>>();
+const XATTR_CACHE_LIMIT = 256;
+
+function layerXattrs(dir: string): Promise<XattrMap> {
+  let pending = xattrCache.get(dir);
+  if (pending === undefined) {
+    pending = (async () => {
+      const map = await readTreeXattrs(dir, { all: true });
+      if (map === undefined) {
+        throw new StrataError(
+          'XATTR_TOOL_MISSING',
+          `cannot see opaque directories in ${dir}: getfattr is not installed (install the attr package)`,
+        );
+      }
+      return map;
+    })();
+    if (xattrCache.size >= XATTR_CACHE_LIMIT) xattrCache.delete(xattrCache.keys().next().value!);
+    xattrCache.set(dir, pending);
+    pending.catch(() => xattrCache.delete(dir));
+  }
+  return pending;
+}
+
+function errnoOf(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | null)?.code;
+}
+
+async function lstatOrUndefined(path: string): Promise<Stats | undefined> {
+  try {
+    return await lstat(path);
+  } catch (err) {
+    const code = errnoOf(err);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw err;
+  }
+}
+
+function childRel(dir: string, name: string): string {
+  return dir === '' ? name : `${dir}/${name}`;
+}
+
+function components(path: string): string[] {
+  return path.split('/').filter((part) => part !== '' && part !== '.');
+}
+
+/** The merged, read-only tree of a stack of overlay-format layer directories. */
+export class MergedView {
+  /** Layer directories, topmost first. */
+  readonly layers: readonly string[];
+  private readonly nodes = new Map<string, Promise<MergedNode | undefined>>();
+
+  /** @param layers the layer directories, topmost first; empty for an empty tree (`FROM scratch`). */
+  constructor(layers: readonly string[]) {
+    this.layers = [...layers];
+  }
+
+  /** Host path of `rel` in layer `layer`. */
+  private hostPathOf(layer: number, rel: string): string {
+    return rel === '' ? this.layers[layer]! : join(this.layers[layer]!, rel);
+  }
+
+  private async isOpaque(layer: number, rel: string): Promise<boolean> {
+    const xattrs = (await layerXattrs(this.layers[layer]!)).get(rel);
+    if (xattrs === undefined) return false;
+    return OPAQUE_XATTRS.some((name) => xattrs[name]?.toString('latin1') === 'y');
+  }
+
+  private async makeNode(rel: string, layer: number, hostPath: string, stats: Stats, merge: number[]): Promise<MergedNode> {
+    const linkname = stats.isSymbolicLink() ? await readlink(hostPath) : undefined;
+    const header = statsToHeader(rel, stats, linkname) ?? { path: rel, type: 'file', mode: 0, uid: 0, gid: 0, mtime: 0, size: 0 };
+    return { rel, layer, hostPath, stats, header, merge };
+  }
+
+  /** The root of the merged tree. */
+  root(): Promise<MergedNode> {
+    return this.lookup('') as Promise<MergedNode>;
+  }
+
+  /**
+   * The entry at canonical path `rel` (relative, no symlinks followed on the
+   * way: every ancestor must be a directory), or undefined.
+   */
+  lookup(rel: string): Promise<MergedNode | undefined> {
+    let pending = this.nodes.get(rel);
+    if (pending === undefined) {
+      pending = this.computeNode(rel);
+      this.nodes.set(rel, pending);
+    }
+    return pending;
+  }
+
+  private async computeNode(rel: string): Promise<MergedNode | undefined> {
+    if (rel === '') {
+      if (this.layers.length === 0) {
+        return {
+          rel: '',
+          layer: -1,
+          hostPath: undefined,
+          stats: undefined,
+          header: { path: '', type: 'directory', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0 },
+          merge: [],
+        };
+      }
+      const merge: number[] = [];
+      for (let layer = 0; layer < this.layers.length; layer++) {
+        merge.push(layer);
+        if (layer < this.layers.length - 1 && (await this.isOpaque(layer, ''))) break;
+      }
+      const stats = await lstat(this.layers[0]!);
+      return this.makeNode('', 0, this.layers[0]!, stats, merge);
+    }
+    const slash = rel.lastIndexOf('/');
+    const parent = await this.lookup(slash < 0 ? '' : rel.slice(0, slash));
+    if (parent === undefined) return undefined;
+    return this.childNode(parent, rel);
+  }
+
+  /** The entry `rel` of directory `parent`, bypassing the cache. */
+  private async childNode(parent: MergedNode, rel: string): Promise<MergedNode | undefined> {
+    if (parent.header.type !== 'directory') return undefined;
+    let found: { layer: number; hostPath: string; stats: Stats } | undefined;
+    const merge: number[] = [];
+    for (let i = 0; i < parent.merge.length; i++) {
+      const layer = parent.merge[i]!;
+      const hostPath = this.hostPathOf(layer, rel);
+      const stats = await lstatOrUndefined(hostPath);
+      if (stats === undefined) continue;
+      if (isOverlayWhiteout(stats)) break;
+      if (found === undefined) {
+        found = { layer, hostPath, stats };
+        if (!stats.isDirectory()) break;
+      } else if (!stats.isDirectory()) {
+        break;
+      }
+      merge.push(layer);
+      // Opacity only matters when something below could merge in.
+      if (i < parent.merge.length - 1 && (await this.isOpaque(layer, rel))) break;
+    }
+    if (found === undefined) return undefined;
+    return this.makeNode(rel, found.layer, found.hostPath, found.stats, found.stats.isDirectory() ? merge : []);
+  }
+
+  /**
+   * Resolves a container path (absolute or relative to the root) to its
+   * canonical form, following symlinks inside the root. Intermediate
+   * components must be directories (or symlinks to them).
+   *
+   * @throws MergedPathError ENOENT (a missing intermediate without
+   *   `allowMissing`), ENOTDIR (a non-directory in the middle), ELOOP.
+   */
+  async resolve(path: string, opts: ResolveOptions = {}, syscall = 'lstat'): Promise<ResolvedPath> {
+    const pending = components(path);
+    const stack: string[] = [];
+    let node: MergedNode | undefined = await this.root();
+    let missing = 0;
+    let links = 0;
+    while (pending.length > 0) {
+      const part = pending.shift()!;
+      if (part === '..') {
+        if (stack.length > 0) stack.pop();
+        if (missing > 0) missing--;
+        if (missing === 0) node = await this.lookup(stack.join('/'));
+        continue;
+      }
+      if (missing > 0) {
+        stack.push(part);
+        missing++;
+        continue;
+      }
+      if (node === undefined || node.header.type !== 'directory') throw new MergedPathError('ENOTDIR', syscall, path);
+      const child = await this.lookup(childRel(stack.join('/'), part));
+      const isLast = pending.length === 0;
+      if (child === undefined) {
+        if (!isLast && !opts.allowMissing) throw new MergedPathError('ENOENT', syscall, path);
+        stack.push(part);
+        missing = 1;
+        node = undefined;
+        continue;
+      }
+      if (child.header.type === 'symlink' && (!isLast || opts.followLast)) {
+        if (++links > MAX_SYMLINKS) throw new MergedPathError('ELOOP', syscall, path);
+        const target = child.header.linkname ?? '';
+        if (target.startsWith('/')) stack.length = 0;
+        pending.unshift(...components(target));
+        node = await this.lookup(stack.join('/'));
+        continue;
+      }
+      stack.push(part);
+      node = child;
+    }
+    return { rel: stack.join('/'), node: missing > 0 ? undefined : node, missing };
+  }
+
+  /** The entry at `path`, the last symlink not followed; undefined when it does not exist. */
+  async find(path: string, followLast = false): Promise<MergedNode | undefined> {
+    try {
+      return (await this.resolve(path, { followLast, allowMissing: true })).node;
+    } catch (err) {
+      if (err instanceof MergedPathError && err.code === 'ENOTDIR') return undefined;
+      throw err;
+    }
+  }
+
+  private async existing(path: string, followLast: boolean, syscall: string): Promise<MergedNode> {
+    const { node } = await this.resolve(path, { followLast }, syscall);
+    if (node === undefined) throw new MergedPathError('ENOENT', syscall, path);
+    return node;
+  }
+
+  /** lstat: the entry itself, a final symlink not followed. */
+  lstat(path: string): Promise<MergedNode> {
+    return this.existing(path, false, 'lstat');
+  }
+
+  /** stat: the entry, a final symlink followed. */
+  stat(path: string): Promise<MergedNode> {
+    return this.existing(path, true, 'stat');
+  }
+
+  /** Whether `path` exists (a dangling final symlink exists). */
+  async exists(path: string): Promise<boolean> {
+    return (await this.find(path)) !== undefined;
+  }
+
+  /** The target of the symlink at `path`. */
+  async readlink(path: string): Promise<string> {
+    const node = await this.existing(path, false, 'readlink');
+    if (node.header.type !== 'symlink') throw new MergedPathError('EINVAL', 'readlink', path);
+    return node.header.linkname ?? '';
+  }
+
+  /** Names in the directory at `path`, whiteouts and hidden names left out, in byte order. */
+  async readdir(path: string): Promise<string[]> {
+    const node = await this.existing(path, true, 'scandir');
+    return this.list(node, path);
+  }
+
+  private async list(node: MergedNode, path = `/${node.rel}`): Promise<string[]> {
+    if (node.header.type !== 'directory') throw new MergedPathError('ENOTDIR', 'scandir', path);
+    const seen = new Set<string>();
+    const hidden = new Set<string>();
+    for (const layer of node.merge) {
+      let names: { name: string; isCharacterDevice(): boolean }[];
+      try {
+        names = await readdir(this.hostPathOf(layer, node.rel), { withFileTypes: true });
+      } catch (err) {
+        const code = errnoOf(err);
+        if (code === 'ENOENT' || code === 'ENOTDIR') continue;
+        throw err;
+      }
+      for (const entry of names) {
+        if (seen.has(entry.name) || hidden.has(entry.name)) continue;
+        if (entry.isCharacterDevice()) {
+          const stats = await lstatOrUndefined(join(this.hostPathOf(layer, node.rel), entry.name));
+          if (stats !== undefined && isOverlayWhiteout(stats)) {
+            hidden.add(entry.name);
+            continue;
+          }
+        }
+        seen.add(entry.name);
+      }
+    }
+    return [...seen].sort(compareNames);
+  }
+
+  /** A stream of the regular file at `path` (a final symlink followed). */
+  async createReadStream(path: string): Promise<Readable> {
+    const node = await this.existing(path, true, 'open');
+    if (node.header.type === 'directory') throw new MergedPathError('EISDIR', 'open', path);
+    if (node.hostPath === undefined || node.header.type !== 'file') throw new MergedPathError('EINVAL', 'open', path);
+    return createReadStream(node.hostPath);
+  }
+
+  /** The whole content of a small regular file (e.g. /etc/passwd), or undefined when it is missing or not a file. */
+  async readSmallFile(path: string, limit = 16 * 1024 * 1024): Promise<Buffer | undefined> {
+    const node = await this.find(path, true);
+    if (node === undefined || node.header.type !== 'file' || node.hostPath === undefined) return undefined;
+    if (node.header.size > limit) throw new StrataError('FILE_TOO_LARGE', `${path} is larger than ${limit} bytes`);
+    return readFile(node.hostPath);
+  }
+
+  /**
+   * Every entry below the directory `node` (not `node` itself), parents
+   * before children, siblings in byte order; symlinks are entries, never
+   * followed.
+   */
+  async *walk(node: MergedNode): AsyncGenerator<MergedNode> {
+    if (node.header.type !== 'directory') return;
+    const stack: { dir: MergedNode; names: string[]; next: number }[] = [{ dir: node, names: await this.list(node), next: 0 }];
+    while (stack.length > 0) {
+      const frame = stack[stack.length - 1]!;
+      if (frame.next >= frame.names.length) {
+        stack.pop();
+        continue;
+      }
+      // Not cached: a long walk would only fill the cache.
+      const child = await this.childNode(frame.dir, childRel(frame.dir.rel, frame.names[frame.next++]!));
+      if (child === undefined) continue;
+      yield child;
+      if (child.header.type === 'directory') stack.push({ dir: child, names: await this.list(child), next: 0 });
+    }
+  }
+}
