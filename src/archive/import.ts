@@ -98,7 +98,8 @@ export async function importImage(images: ImageStore, source: ImportSource, opti
       const { head, all } = await peek(raw, 512);
       const inputCompression = sniffCompression(head);
       const plain = inputCompression === 'none' ? all : all.pipe(createDecompressor(inputCompression));
-      const probe = new LayerProbe(label);
+      // makeLayer computes the diffID; the probe only classifies and vets, so it need not hash too.
+      const probe = new LayerProbe(label, { hashUncompressed: false });
       const layerInput = new PassThrough({ highWaterMark: 1 << 20 });
       const feeding = teeInto(plain as AsyncIterable<Buffer>, [probe, layerInput]);
       const making = makeLayer(store, { tar: layerInput }, {

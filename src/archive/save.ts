@@ -41,6 +41,18 @@ export interface SaveOptions {
 /** mtime for every entry: the archive's bytes depend only on the images saved. */
 const ENTRY_MTIME = new Date(0);
 
+/**
+ * The image spec's grammar for `org.opencontainers.image.ref.name`:
+ * components of alphanumerics joined by one of `-._:@+` or by `--`,
+ * separated by `/`.
+ */
+const REF_NAME_RE = /^[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*(?:\/[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*)*$/;
+
+/** Whether `name` may be written as an `org.opencontainers.image.ref.name` annotation. */
+export function isSpecRefName(name: string): boolean {
+  return REF_NAME_RE.test(name);
+}
+
 /** Entry in Docker's manifest.json. */
 interface DockerManifestEntry {
   Config: string;
@@ -75,7 +87,9 @@ export function archiveDocuments(items: SaveItem[], format: SaveFormat): {
     for (const ref of item.refs) {
       const annotations: Record<string, string> = { [Annotation.ContainerdImageName]: ref.toString() };
       // Docker 25+ writes only the tag as ref.name; a digest reference has no tag.
-      if (ref.tag) annotations[Annotation.RefName] = ref.tag;
+      // Some Docker tags ("_x", "a..b") break the image spec's ref.name grammar;
+      // those entries keep only the containerd name, which load reads first anyway.
+      if (ref.tag && isSpecRefName(ref.tag)) annotations[Annotation.RefName] = ref.tag;
       index.manifests.push({ ...base, annotations });
     }
 
