@@ -15,7 +15,7 @@
  * exists, and keeps its blobs alive through `registerGcRoots` (image/gc.ts),
  * so {@link Strata.gc} and {@link Strata.rmi} never need to know about them.
  */
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { open, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
@@ -23,6 +23,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Digest } from './content/digest.js';
 import { StrataError } from './content/errors.js';
 import type { ContentStore } from './content/store.js';
+import { ContainerStore } from './container/container-store.js';
 import { importImage, type ImportOptions, type ImportResult, type ImportSource } from './archive/import.js';
 import { loadImages, type LoadedImage, type LoadOptions } from './archive/load.js';
 import { saveImages, type SaveFormat, type SaveItem } from './archive/save.js';
@@ -55,7 +56,8 @@ export interface StrataSaveOptions {
 }
 
 /** What {@link Strata.load} reads: a tar stream, a tar file, or an OCI layout / extracted archive directory. */
-export type LoadInput = NodeJS.ReadableStream | { file: string } | { dir: string };
+export type { LoadInput } from './archive/load.js';
+import type { LoadInput } from './archive/load.js';
 
 /** Options of {@link Strata.exportLayer}. */
 export interface StrataExportLayerOptions {
@@ -197,7 +199,7 @@ export class Strata {
     if ('file' in input && typeof input.file === 'string') {
       const info = await stat(input.file);
       if (info.isDirectory()) return loadImages(this.images, { dir: input.file }, opts);
-      return loadImages(this.images, createReadStream(input.file), opts);
+      return loadImages(this.images, { file: input.file }, opts);
     }
     return loadImages(this.images, input as NodeJS.ReadableStream, opts);
   }
@@ -320,9 +322,12 @@ export class Strata {
    */
   async rmi(refs: readonly string[], opts: RmiOptions = {}): Promise<RmiResult> {
     const items: RmiItem[] = [];
+    // Docker refuses to remove an image a container uses ("conflict: unable to remove repository reference").
+    const containers = await ContainerStore.open(this.root, { images: this.images });
+    const isInUse = (imageId: Digest) => containers.isInUse(imageId);
     for (const ref of refs) {
       try {
-        items.push({ ref, ...(await this.images.remove(ref, { force: opts.force ?? false })) });
+        items.push({ ref, ...(await this.images.remove(ref, { force: opts.force ?? false, isInUse })) });
       } catch (err) {
         items.push({ ref, error: err instanceof Error ? err : new Error(String(err)) });
       }
