@@ -155,8 +155,13 @@ function checkedPath(raw: string, what: string): string | undefined {
   return path;
 }
 
+/**
+ * Whiteouts are empty regular files owned by root with mode 0600: what moby's
+ * overlay2 differ writes when it turns a 0/0 device into a `.wh.` entry, so our
+ * layers match Docker's entry for entry. mtime 0 keeps them reproducible.
+ */
 function whiteoutHeader(path: string): EntryHeader {
-  return { path, type: 'file', mode: 0, uid: 0, gid: 0, mtime: 0, size: 0 };
+  return { path, type: 'file', mode: 0o600, uid: 0, gid: 0, mtime: 0, size: 0 };
 }
 
 function opaqueHeader(path: string, dir: EntryHeader | undefined): EntryHeader {

@@ -38,13 +38,13 @@ describe('tarFromChangeset', () => {
     ]);
   });
 
-  it('writes whiteouts as empty files with mode 0 and owner 0:0; opaque markers take their directory’s perms and owner', async () => {
+  it('writes whiteouts as empty files with mode 0600 and owner 0:0 (as the moby overlay2 differ does); opaque markers take their directory’s perms and owner', async () => {
     const entries = await readAll(await collect(tarFromChangeset(changeset())));
     const byName = Object.fromEntries(entries.map((e) => [e.header.path, e.header]));
-    expect(byName['etc/.wh.old']).toEqual({ path: 'etc/.wh.old', type: 'file', mode: 0, uid: 0, gid: 0, mtime: 0, size: 0 });
+    expect(byName['etc/.wh.old']).toEqual({ path: 'etc/.wh.old', type: 'file', mode: 0o600, uid: 0, gid: 0, mtime: 0, size: 0 });
     expect(byName['var/cache/.wh..wh..opq']).toEqual({ path: 'var/cache/.wh..wh..opq', type: 'file', mode: 0o775, uid: 5, gid: 6, uname: 'cache', mtime: 0, size: 0 });
     const list = run('tar', ['-tv', '--numeric-owner', '-f', '-'], { input: await collect(tarFromChangeset(changeset())) }).toString();
-    expect(list).toMatch(/^---------- 0\/0 +0 1970-01-01 \d\d:\d\d etc\/\.wh\.old$/m);
+    expect(list).toMatch(/^-rw------- 0\/0 +0 1970-01-01 \d\d:\d\d etc\/\.wh\.old$/m);
   });
 
   it('gives the same bytes whatever order the changeset lists things in', async () => {
