@@ -25,6 +25,17 @@ import { registerLayerCommands } from './commands/layer.js';
 import { registerFsckCommand } from './commands/fsck.js';
 import { registerGcCommand } from './commands/gc.js';
 import { registerDemoCommand } from './commands/demo.js';
+import { registerCreateCommand } from './commands/create.js';
+import { registerRunCommand } from './commands/run.js';
+import { registerStartCommand } from './commands/start.js';
+import { registerPsCommand } from './commands/ps.js';
+import { registerRmCommand } from './commands/rm.js';
+import { registerDiffCommand } from './commands/diff.js';
+import { registerCommitCommand } from './commands/commit.js';
+import { registerExportCommand } from './commands/export.js';
+import { registerCpCommand } from './commands/cp.js';
+import { registerVolumeCommands } from './commands/volume.js';
+import { registerBuildCommand } from './commands/build.js';
 
 /** What every command receives besides its own arguments. */
 export interface CliContext {
@@ -60,7 +71,9 @@ export const COMMANDS: readonly CommandRegistrar[] = [
   registerLayerCommands,
   registerFsckCommand,
   registerGcCommand,
+  registerBuildCommand,
   registerDemoCommand,
+  registerCreateCommand, registerRunCommand, registerStartCommand, registerPsCommand, registerRmCommand, registerDiffCommand, registerCommitCommand, registerExportCommand, registerCpCommand, registerVolumeCommands,
   registerVersionCommand,
 ];
 
@@ -214,6 +227,8 @@ export async function main(
     return 0;
   } catch (err) {
     stopAllProgress();
+    // A status with nothing to say: `run` exits with its container's status, silently, as docker does.
+    if (err instanceof CliError && err.message === '') return err.exitCode;
     if (err instanceof CommanderError) {
       if (err.exitCode === 0) return 0;
       // Help already went to stderr; its placeholder message is not for users.
