@@ -16,8 +16,9 @@
  *   destination; a missing destination is created 0755, owned like the
  *   copied files, its own missing parents 0755 root; an existing destination
  *   keeps its mode and owner;
- * - ownership is 0:0 unless `--chown`; modes are the source's unless
- *   `--chmod`; mtimes are fixed (`mtime`), not the context's, so the same
+ * - ownership is 0:0 unless `--chown` (`COPY --from` without `--chown`
+ *   keeps the source's owners); modes are the source's unless `--chmod`,
+ *   except that chowning clears setuid as chown(2) does; mtimes are fixed (`mtime`), not the context's, so the same
  *   input gives the same layer on any checkout;
  * - ADD unpacks local tar archives (plain, gzip, bzip2, xz, zstd) into the
  *   destination directory, keeping the archive's owners, modes and mtimes.
@@ -74,6 +75,11 @@ export interface CopyOptions {
   workingDir?: string;
   /** `--chown`, resolved; 0:0 otherwise. */
   owner?: Owner;
+  /**
+   * Keep the sources' owners and modes instead of chowning (Docker does so
+   * for `COPY --from` without `--chown`); new directories are then root's.
+   */
+  preserveOwnership?: boolean;
   /** `--chmod`, parsed: the permission bits of every copied file and directory. */
   chmod?: number;
   /** `--link`: the layer does not depend on what is below (no copied-up parents, destination resolved in an empty tree). */
@@ -290,14 +296,17 @@ async function resolveDest(view: MergedView, dest: string): Promise<{ rel: strin
 export async function copyChangeset(items: readonly CopyItem[], opts: CopyOptions): Promise<Changeset> {
   const dest = normalizeDest(opts.workingDir, opts.dest);
   const endsInSlash = dest.endsWith('/');
+  const preserve = opts.preserveOwnership === true && opts.owner === undefined;
   const owner = opts.owner ?? ROOT_OWNER;
+  /** The owner a copied entry ends up with. */
+  const ownerOf = (header: EntryHeader): Owner => (preserve ? { uid: header.uid, gid: header.gid } : owner);
   const view = opts.link ? new MergedView([]) : opts.view;
   const plan = new LayerPlan(opts.link ? undefined : opts.view, opts.mtime);
   // Docker chowns what it copies, and chown(2) clears setuid (and setgid on
   // group-executable files) of regular files, root or not; --chmod comes after.
   const withMode = (header: EntryHeader): EntryHeader => {
     if (opts.chmod !== undefined && header.type !== 'symlink' && header.type !== 'hardlink') return { ...header, mode: opts.chmod };
-    if (header.type !== 'file' && header.type !== 'hardlink') return header;
+    if (preserve || (header.type !== 'file' && header.type !== 'hardlink')) return header;
     let mode = header.mode & ~0o4000;
     if (mode & 0o010) mode &= ~0o2000;
     return mode === header.mode ? header : { ...header, mode };
@@ -312,7 +321,7 @@ export async function copyChangeset(items: readonly CopyItem[], opts: CopyOption
         if (target === '') throw new CopyError(`failed to copy files: cannot replace the root directory with ${item.name}`);
         await plan.ensureParents(target, owner);
         const mtime = item.keepMtime ? item.entry.header.mtime : opts.mtime;
-        const header = withMode({ ...item.entry.header, path: target, uid: owner.uid, gid: owner.gid, mtime });
+        const header = withMode({ ...item.entry.header, path: target, ...ownerOf(item.entry.header), mtime });
         delete header.linkname;
         if (item.entry.header.linkname !== undefined && header.type === 'symlink') header.linkname = item.entry.header.linkname;
         await plan.put(target, withSource({ header }, item.entry));
@@ -329,7 +338,7 @@ export async function copyChangeset(items: readonly CopyItem[], opts: CopyOption
           const target = joinRel(destRel, entry.header.path);
           const parent = parentOf(target);
           if (parent !== destRel && plan.entries.get(parent)?.header.type !== 'directory') await plan.ensureParents(target, owner);
-          const header = withMode({ ...entry.header, path: target, uid: owner.uid, gid: owner.gid, mtime: opts.mtime });
+          const header = withMode({ ...entry.header, path: target, ...ownerOf(entry.header), mtime: opts.mtime });
           if (header.type === 'hardlink') header.linkname = joinRel(destRel, entry.header.linkname ?? '');
           await plan.put(target, withSource({ header }, entry));
         }

@@ -1055,6 +1055,7 @@ class Builder {
             dest: instruction.dest,
             ...(state.config.config?.WorkingDir !== undefined ? { workingDir: state.config.config.WorkingDir } : {}),
             ...(owner !== undefined ? { owner } : {}),
+            preserveOwnership: from !== undefined,
             ...(chmod !== undefined ? { chmod } : {}),
             link: instruction.link,
             mtime: this.copyMtime,

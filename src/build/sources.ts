@@ -301,7 +301,8 @@ export async function urlItem(source: string, opts: UrlOptions): Promise<{ item:
   }
   const hasher = dockerEntryHasher({ name, type: 'file', mode: 0o600, uid: 0, gid: 0, uname: 'root', gname: 'root', size });
   for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) hasher.update(chunk);
-  const hash = `file:${hasher.digest()}`;
+  // Docker records a downloaded source's hash without the `file:` prefix.
+  const hash = hasher.digest();
   if (opts.unpack) {
     const compression = await archiveCompression(file);
     if (compression !== undefined) return { item: { kind: 'archive', name, open: async () => openDecompressed(file, compression) }, hash };

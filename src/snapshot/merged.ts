@@ -168,6 +168,15 @@ export class MergedView {
     return { rel, layer, hostPath, stats, header, merge };
   }
 
+  /**
+   * Every extended attribute of the visible instance of `node` (overlayfs'
+   * own included), or undefined when it has none.
+   */
+  async xattrs(node: MergedNode): Promise<Record<string, Buffer> | undefined> {
+    if (node.layer < 0) return undefined;
+    return (await layerXattrs(this.layers[node.layer]!)).get(node.rel);
+  }
+
   /** The root of the merged tree. */
   root(): Promise<MergedNode> {
     return this.lookup('') as Promise<MergedNode>;

@@ -273,6 +273,17 @@ describe('COPY --from', () => {
     ]);
   });
 
+  it('keeps the owners and special bits of what it copies, unless --chown (as Docker does)', async () => {
+    await makeImageFromEntries(store, 'owned:1', [
+      { path: 'src', type: 'dir', uid: 1234, gid: 5678 },
+      { path: 'src/suid', type: 'file', mode: 0o4755, uid: 1234, gid: 5678, content: 's' },
+    ]);
+    const ctx = await makeContext({ Dockerfile: 'FROM base:1\nCOPY --from=owned:1 /src /kept/\nCOPY --from=owned:1 --chown=1:2 /src /chowned/\n' });
+    const image = await builtImage(store, (await build(store, { contextDir: ctx })).id);
+    expect(await layerListing(store, image.layers[1]!)).toEqual(['kept directory 0755 0:0', 'kept/suid file 4755 1234:5678']);
+    expect(await layerListing(store, image.layers[2]!)).toEqual(['chowned directory 0755 1:2', 'chowned/suid file 0755 1:2']);
+  });
+
   it('refuses a missing path in the source stage', async () => {
     const ctx = await makeContext({ Dockerfile: 'FROM base:1 AS a\nFROM base:1\nCOPY --from=a /nope /x\n' });
     await expect(build(store, { contextDir: ctx })).rejects.toThrow('stat nope: file does not exist');

@@ -317,7 +317,7 @@ describe.skipIf(noRun !== '')('RUN (needs root, runc/crun and overlayfs)', () =>
     expect(history[2]).toMatchObject({ created_by: '|1 BA=fromarg /bin/sh -c echo "out:$E1:$BA" && mkdir -p /d/e && echo x > /d/e/f && rm -rf /home' });
     expect(history[2]!.empty_layer).toBeUndefined();
     expect(history.at(-1)).toMatchObject({ created_by: '|1 BA=fromarg /bin/sh -c true', empty_layer: true });
-    expect(await layerListing(store, image.layers[1]!)).toEqual(['.wh.home file 0000 0:0', 'd directory 0755 0:0', 'd/e directory 0755 0:0', 'd/e/f file 0644 0:0']);
+    expect(await layerListing(store, image.layers[1]!)).toEqual(['.wh.home file 0600 0:0', 'd directory 0755 0:0', 'd/e directory 0755 0:0', 'd/e/f file 0644 0:0']);
     const ran = await layerEntries(store, image.layers[4]!);
     expect(ran.find((e) => e.path === 'tmp/w/id')).toMatchObject({ uid: 65534, content: 'uid=65534(nobody) gid=65534(nobody) groups=65534(nobody)\n' });
     expect(ran.find((e) => e.path === 'tmp/w/pwd')).toMatchObject({ content: '/tmp/w\n' });
