@@ -67,7 +67,7 @@ import {
 } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { PassThrough, Readable, Writable } from 'node:stream';
+import { PassThrough, Readable, Writable, pipeline } from 'node:stream';
 import { StrataError } from '../content/errors.js';
 import { processIsAlive } from '../image/gc.js';
 import type { OverlayXattrNamespace } from '../snapshot/upperdiff.js';
@@ -360,9 +360,8 @@ export class ContainerFs {
     this.existing(path, true, 'open').then(
       (node) => {
         if (node.stats.isDirectory()) return void out.destroy(new ContainerPathError('EISDIR', 'read', path));
-        const source = fsCreateReadStream(node.hostPath, opts);
-        source.on('error', (err) => out.destroy(err));
-        source.pipe(out);
+        // pipeline, not pipe: a consumer that stops early must close the file too.
+        pipeline(fsCreateReadStream(node.hostPath, opts), out, () => undefined);
       },
       (err: unknown) => out.destroy(err as Error),
     );

@@ -28,7 +28,7 @@ import { StrataError } from '../content/errors.js';
 import { compareNames } from '../tar/entry.js';
 import { readTreeXattrs } from '../tar/walk.js';
 import { MergedView, type MergedNode } from '../snapshot/merged.js';
-import { defaultOverlayXattrNamespace, type OverlayXattrNamespace } from '../snapshot/upperdiff.js';
+import { defaultOverlayXattrNamespace, isOverlayWhiteout, type OverlayXattrNamespace } from '../snapshot/upperdiff.js';
 
 /** The xattr marking an overlay directory opaque, for a namespace ('trusted' as root, 'user' on userxattr mounts). */
 export function opaqueXattrName(ns: OverlayXattrNamespace = defaultOverlayXattrNamespace()): string {
@@ -99,9 +99,7 @@ export interface Resolved {
 export type XattrMap = Map<string, Record<string, Buffer>>;
 
 /** True for an overlay whiteout: a character device with device number 0/0. */
-export function isWhiteoutStats(stats: Stats): boolean {
-  return stats.isCharacterDevice() && stats.rdev === 0;
-}
+export const isWhiteoutStats: (stats: Stats) => boolean = isOverlayWhiteout;
 
 /** Relative container path of `name` in directory `dir` ('' is the root). */
 export function childRel(dir: string, name: string): string {
@@ -119,6 +117,8 @@ export function displayPath(rel: string): string {
 }
 
 const lowerXattrCache = new Map<string, Promise<XattrMap>>();
+/** Layers whose xattr maps are kept; the oldest go first beyond that. */
+const XATTR_CACHE_LIMIT = 256;
 
 /**
  * Every xattr of every entry under `dir` with one getfattr run. Read-only
@@ -136,6 +136,7 @@ export function layerXattrs(dir: string, cache: boolean): Promise<XattrMap> {
   let pending = lowerXattrCache.get(dir);
   if (!pending) {
     pending = load();
+    if (lowerXattrCache.size >= XATTR_CACHE_LIMIT) lowerXattrCache.delete(lowerXattrCache.keys().next().value!);
     lowerXattrCache.set(dir, pending);
     pending.catch(() => lowerXattrCache.delete(dir));
   }

@@ -70,7 +70,7 @@ describe.skipIf(!isRoot)('commit (needs root)', () => {
       'data directory 755',
       'data/.wh..wh..opq file 755',
       'etc directory 755',
-      'etc/.wh.conf2 file 0',
+      'etc/.wh.conf2 file 600',
       'temp.txt file 644',
     ]);
     for (const layer of image.manifest.layers) await sb.images.content.verify(layer.digest);

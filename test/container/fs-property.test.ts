@@ -28,7 +28,7 @@ afterAll(async () => {
 });
 
 // Paths of the fixture image (and new ones), none of them through its escaping symlinks.
-const PATHS = ['/etc', '/etc/conf', '/etc/conf2', '/etc/new', '/data', '/data/one', '/data/sub', '/data/sub/two', '/data/x', '/share', '/share/doc', '/share/hard1', '/opq', '/opq/new', '/opq/old', '/new', '/new/deep'];
+const PATHS = ['/bin/tool', '/bin/tool-link', '/etc', '/etc/conf', '/etc/conf2', '/etc/new', '/data', '/data/one', '/data/sub', '/data/sub/two', '/data/x', '/share', '/share/doc', '/share/hard1', '/opq', '/opq/new', '/opq/old', '/new', '/new/deep'];
 const TARGETS = ['etc', 'conf', 'data/one', 'nowhere'];
 
 type Op =

@@ -69,6 +69,15 @@ describe.skipIf(!isRoot)('ContainerFs (needs root: fixture owners, trusted.* xat
     expect((await fsys.stat('/bin/tool-link')).mode & 0o7777).toBe(0o4755);
     expect((await fsys.lstat('/bin/tool-link')).isSymbolicLink()).toBe(true);
     expect(await fsys.realpath('/abs/conf')).toBe('/etc/conf');
+    const chunks: Buffer[] = [];
+    for await (const chunk of fsys.createReadStream('/etc/big', { start: 10, end: 19 })) chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).toString()).toBe('bbbbbbbbbb');
+    const missing = fsys.createReadStream('/etc/nope');
+    await expect(
+      (async () => {
+        for await (const _ of missing) void _;
+      })(),
+    ).rejects.toThrow(/ENOENT/);
   });
 
   it('copies up on first write with owner, mode, xattrs and times, keeping the parent directory unchanged', async () => {
