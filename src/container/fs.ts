@@ -53,7 +53,6 @@ import {
   lutimes,
   mkdir as fsMkdir,
   open,
-  readdir as fsReaddir,
   readFile as fsReadFile,
   readlink as fsReadlink,
   rename as fsRename,
@@ -73,6 +72,7 @@ import { processIsAlive } from '../image/gc.js';
 import type { OverlayXattrNamespace } from '../snapshot/upperdiff.js';
 import { setXattrs, type XattrRecord } from '../tar/extract.js';
 import { TEMP_PREFIX } from '../util/atomic.js';
+import { errnoOf, lstatOrUndefined, readdirOrEmpty } from '../util/fs.js';
 import type { Container } from './container-store.js';
 import {
   ContainerPathError,
@@ -156,20 +156,6 @@ const OPEN_FLAGS: Record<OpenFlag, number> = {
   a: fsConstants.O_WRONLY | fsConstants.O_APPEND,
   'r+': fsConstants.O_RDWR,
 };
-
-function errnoOf(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | null)?.code;
-}
-
-async function lstatOrUndefined(path: string): Promise<Stats | undefined> {
-  try {
-    return await lstat(path);
-  } catch (err) {
-    const code = errnoOf(err);
-    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
-    throw err;
-  }
-}
 
 /** Xattrs worth carrying to a copy: everything but overlayfs' own bookkeeping. */
 export function copyableXattrs(xattrs: Record<string, Buffer> | undefined): Record<string, Buffer> | undefined {
@@ -981,14 +967,7 @@ async function writeAll(handle: FileHandle, data: Buffer, position: number | nul
 
 /** Removes copy-up leftovers of processes that died mid-operation. */
 async function cleanTmp(dir: string): Promise<void> {
-  let names: string[];
-  try {
-    names = await fsReaddir(dir);
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return;
-    throw err;
-  }
-  for (const name of names) {
+  for (const name of await readdirOrEmpty(dir)) {
     const pid = /^\.tmp-cu-(\d+)-[a-f0-9]+$/.exec(name)?.[1];
     if (pid === undefined || processIsAlive(Number(pid))) continue;
     await fsRm(join(dir, name), { recursive: true, force: true });

@@ -22,21 +22,30 @@
  * not followed: strata mounts with redirect_dir=off and never writes them.
  */
 import type { Stats } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstat, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StrataError } from '../content/errors.js';
-import { compareNames } from '../tar/entry.js';
-import { readTreeXattrs } from '../tar/walk.js';
-import { MergedView, type MergedNode } from '../snapshot/merged.js';
+import {
+  MAX_SYMLINKS,
+  MergedView,
+  childRel,
+  layerXattrs,
+  listInLayers,
+  lookupInLayers,
+  pathComponents,
+  type LayerAccess,
+  type LayerEntry,
+  type MergedNode,
+  type XattrMap,
+} from '../snapshot/merged.js';
 import { defaultOverlayXattrNamespace, isOverlayWhiteout, type OverlayXattrNamespace } from '../snapshot/upperdiff.js';
+
+export { childRel, layerXattrs, pathComponents, type XattrMap } from '../snapshot/merged.js';
 
 /** The xattr marking an overlay directory opaque, for a namespace ('trusted' as root, 'user' on userxattr mounts). */
 export function opaqueXattrName(ns: OverlayXattrNamespace = defaultOverlayXattrNamespace()): string {
   return `${ns}.overlay.opaque`;
 }
-
-/** Linux's limit on symlinks followed in one lookup. */
-const MAX_SYMLINKS = 40;
 
 const ERRNO_TEXT: Record<string, string> = {
   ENOENT: 'no such file or directory',
@@ -95,66 +104,12 @@ export interface Resolved {
   rel: string;
 }
 
-/** Extended attributes of the entries of one layer directory, by relative path. */
-export type XattrMap = Map<string, Record<string, Buffer>>;
-
 /** True for an overlay whiteout: a character device with device number 0/0. */
 export const isWhiteoutStats: (stats: Stats) => boolean = isOverlayWhiteout;
-
-/** Relative container path of `name` in directory `dir` ('' is the root). */
-export function childRel(dir: string, name: string): string {
-  return dir === '' ? name : `${dir}/${name}`;
-}
-
-/** Splits a container path into its components, dropping '' and '.'. */
-export function pathComponents(path: string): string[] {
-  return path.split('/').filter((part) => part !== '' && part !== '.');
-}
 
 /** '/' + rel: the container path as users write it. */
 export function displayPath(rel: string): string {
   return `/${rel}`;
-}
-
-const lowerXattrCache = new Map<string, Promise<XattrMap>>();
-/** Layers whose xattr maps are kept; the oldest go first beyond that. */
-const XATTR_CACHE_LIMIT = 256;
-
-/**
- * Every xattr of every entry under `dir` with one getfattr run. Read-only
- * layers never change, so their maps are cached for the process.
- */
-export function layerXattrs(dir: string, cache: boolean): Promise<XattrMap> {
-  const load = async (): Promise<XattrMap> => {
-    const map = await readTreeXattrs(dir, { all: true });
-    if (map === undefined) {
-      throw new StrataError('XATTR_TOOL_MISSING', `cannot read overlay metadata (opaque directories, file capabilities) of ${dir}: getfattr is not installed (package attr)`);
-    }
-    return map;
-  };
-  if (!cache) return load();
-  let pending = lowerXattrCache.get(dir);
-  if (!pending) {
-    pending = load();
-    if (lowerXattrCache.size >= XATTR_CACHE_LIMIT) lowerXattrCache.delete(lowerXattrCache.keys().next().value!);
-    lowerXattrCache.set(dir, pending);
-    pending.catch(() => lowerXattrCache.delete(dir));
-  }
-  return pending;
-}
-
-function errnoOf(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | null)?.code;
-}
-
-async function lstatOrUndefined(path: string): Promise<Stats | undefined> {
-  try {
-    return await lstat(path);
-  } catch (err) {
-    const code = errnoOf(err);
-    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
-    throw err;
-  }
 }
 
 /**
@@ -178,6 +133,12 @@ export class OverlayView {
     /** Index in {@link layers} of the lower view's layer 0. */
     private readonly offset: number,
   ) {}
+
+  /** The writable top layer, as the shared overlay lookup reads it. */
+  private readonly upperAccess: LayerAccess = {
+    hostPath: (layer, rel) => this.hostPath(layer, rel),
+    isOpaque: (_layer, rel) => this.isUpperOpaque(rel),
+  };
 
   /** Opens a view; with `writableTop`, reads the top layer's xattrs now (one getfattr run). */
   static async open(layers: readonly string[], opts: { writableTop?: boolean; overlayXattrs?: OverlayXattrNamespace } = {}): Promise<OverlayView> {
@@ -233,15 +194,13 @@ export class OverlayView {
     for (const [key, value] of moved) map.set(key, value);
   }
 
-  /** A node of the lower view, in this view's layer numbering. */
-  private fromLower(node: MergedNode, parent: ViewNode | undefined): ViewNode {
+  /** An entry of the lower view, in this view's layer numbering (a copy: cached nodes stay untouched). */
+  private fromLower(node: MergedNode): LayerEntry {
     return {
-      rel: node.rel,
       layer: node.layer + this.offset,
       hostPath: node.hostPath!,
       stats: node.stats!,
       merge: node.merge.map((layer) => layer + this.offset),
-      parent,
     };
   }
 
@@ -259,34 +218,27 @@ export class OverlayView {
    * dir's root (the snapshotter ends a lower stack at an opaque root instead).
    */
   async root(): Promise<ViewNode> {
-    if (!this.writableTop) return this.fromLower(await this.lower!.root(), undefined);
+    if (!this.writableTop) return { rel: '', ...this.fromLower(await this.lower!.root()), parent: undefined };
     const lowerMerge = this.lower ? (await this.lower.root()).merge.map((layer) => layer + this.offset) : [];
     const stats = await lstat(this.layers[0]!);
     return { rel: '', layer: 0, hostPath: this.layers[0]!, stats, merge: [0, ...lowerMerge], parent: undefined };
   }
 
-  /** The entry `name` of directory `dir`, or undefined when the merged tree has none. */
+  /**
+   * The entry `name` of directory `dir`, or undefined when the merged tree
+   * has none. The writable top layer is looked up afresh; the lower view
+   * (cached) answers only where the top layer leaves the name open.
+   */
   async child(dir: ViewNode, name: string): Promise<ViewNode | undefined> {
     const rel = childRel(dir.rel, name);
-    const lowerVisible = this.lowerVisible(dir);
-    if (this.topVisible(dir)) {
-      const hostPath = this.hostPath(0, rel);
-      const stats = await lstatOrUndefined(hostPath);
-      if (stats !== undefined) {
-        if (isWhiteoutStats(stats)) return undefined;
-        const node: ViewNode = { rel, layer: 0, hostPath, stats, merge: [], parent: dir };
-        if (!stats.isDirectory()) return node;
-        node.merge.push(0);
-        if (lowerVisible && !this.isUpperOpaque(rel)) {
-          const below = await this.lower!.lookup(rel);
-          if (below?.stats?.isDirectory()) node.merge.push(...below.merge.map((layer) => layer + this.offset));
+    const below = this.lowerVisible(dir)
+      ? async (): Promise<LayerEntry | undefined> => {
+          const node = await this.lower!.lookup(rel);
+          return node && this.fromLower(node);
         }
-        return node;
-      }
-    }
-    if (!lowerVisible) return undefined;
-    const below = await this.lower!.lookup(rel);
-    return below ? this.fromLower(below, dir) : undefined;
+      : undefined;
+    const entry = await lookupInLayers(this.upperAccess, this.topVisible(dir) ? [0] : [], rel, below);
+    return entry && { rel, ...entry, parent: dir };
   }
 
   /**
@@ -302,27 +254,8 @@ export class OverlayView {
 
   /** The merged listing of a directory: names, sorted in byte order, whiteouts and hidden names left out. */
   async list(dir: ViewNode): Promise<string[]> {
-    const seen = new Set<string>();
-    const hidden = new Set<string>();
-    if (this.topVisible(dir)) {
-      const upper = this.hostPath(0, dir.rel);
-      for (const entry of await readdir(upper, { withFileTypes: true })) {
-        // Only a character device can be a whiteout; nothing else needs an lstat.
-        if (entry.isCharacterDevice()) {
-          const stats = await lstatOrUndefined(join(upper, entry.name));
-          if (stats === undefined) continue;
-          if (isWhiteoutStats(stats)) {
-            hidden.add(entry.name);
-            continue;
-          }
-        }
-        seen.add(entry.name);
-      }
-    }
-    if (this.lowerVisible(dir)) {
-      for (const name of await this.lower!.readdir(displayPath(dir.rel))) if (!hidden.has(name)) seen.add(name);
-    }
-    return [...seen].sort(compareNames);
+    const below = this.lowerVisible(dir) ? () => this.lower!.readdir(displayPath(dir.rel)) : undefined;
+    return listInLayers(this.upperAccess, this.topVisible(dir) ? [0] : [], dir.rel, below);
   }
 
   /**

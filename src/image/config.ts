@@ -6,6 +6,7 @@ import { parseDigest, type Digest } from '../content/digest.js';
 import { StrataError } from '../content/errors.js';
 import type { ContentStore } from '../content/store.js';
 import type { Lease } from '../content/lease.js';
+import { expandWord as expandDockerfileWord, ShellExpansionError } from '../build/dockerfile/expand.js';
 import { MediaType, compressionOfMediaType } from './mediatypes.js';
 import type { ContainerConfig, Descriptor, HistoryEntry, ImageConfig, ImageManifest, Platform } from './types.js';
 
@@ -336,7 +337,7 @@ function applyInstruction(exec: ContainerConfig, line: string, state: { cmdSet: 
   const rest = match[2]!.trim();
   if (!VALID_CHANGE_COMMANDS.has(command)) throw new InvalidChangeError(`${command} is not a valid change command`);
   const upper = command.toUpperCase();
-  const env = (): Map<string, string> => envMap(exec.Env ?? []);
+  const env = (): readonly string[] => exec.Env ?? [];
 
   switch (command) {
     case 'cmd': {
@@ -501,120 +502,22 @@ function splitRawWords(text: string): string[] {
   return words;
 }
 
-function envMap(list: string[]): Map<string, string> {
-  const map = new Map<string, string>();
-  for (const entry of list) {
-    const eq = entry.indexOf('=');
-    if (eq === -1) map.set(entry, '');
-    else map.set(entry.slice(0, eq), entry.slice(eq + 1));
-  }
-  return map;
-}
-
 /** Splits into words and processes each (quotes, escapes, `$VAR`). */
-function expandWords(text: string, env: Map<string, string>): string[] {
+function expandWords(text: string, env: readonly string[]): string[] {
   return splitRawWords(text).map((w) => expandWord(w, env));
 }
 
 /**
- * Docker's word processing: removes quotes, handles backslash escapes and
- * expands `$VAR`, `${VAR}`, `${VAR:-x}`, `${VAR-x}`, `${VAR:+x}`,
- * `${VAR+x}`, `${VAR:?msg}`, `${VAR?msg}`. Single quotes are literal.
+ * One word through the Dockerfile lexer (quotes removed, escapes applied,
+ * `$VAR` and `${VAR…}` forms substituted from the config's environment), as
+ * Docker's commit/import dispatch processes instruction arguments.
  */
-export function expandWord(word: string, env: Map<string, string>): string {
-  let out = '';
-  let i = 0;
-  const readVar = (): string => {
-    // At a `$`.
-    const next = word[i + 1];
-    if (next === '{') {
-      const close = findClosingBrace(word, i + 2);
-      if (close === -1) throw new InvalidChangeError(`missing '}' in ${JSON.stringify(word)}`);
-      const body = word.slice(i + 2, close);
-      i = close + 1;
-      return expandBraced(body, env);
-    }
-    const name = /^[A-Za-z_][A-Za-z0-9_]*/.exec(word.slice(i + 1))?.[0];
-    if (name === undefined) {
-      i++;
-      return '$';
-    }
-    i += 1 + name.length;
-    return env.get(name) ?? '';
-  };
-  while (i < word.length) {
-    const ch = word[i]!;
-    if (ch === "'") {
-      const close = word.indexOf("'", i + 1);
-      if (close === -1) throw new InvalidChangeError(`unexpected end of statement while looking for matching '`);
-      out += word.slice(i + 1, close);
-      i = close + 1;
-    } else if (ch === '"') {
-      i++;
-      for (;;) {
-        if (i >= word.length) throw new InvalidChangeError('unexpected end of statement while looking for matching "');
-        const c = word[i]!;
-        if (c === '"') {
-          i++;
-          break;
-        }
-        if (c === '\\' && i + 1 < word.length && ['"', '\\', '$'].includes(word[i + 1]!)) {
-          out += word[i + 1];
-          i += 2;
-        } else if (c === '$') {
-          out += readVar();
-        } else {
-          out += c;
-          i++;
-        }
-      }
-    } else if (ch === '\\') {
-      if (i + 1 < word.length) out += word[i + 1];
-      i += 2;
-    } else if (ch === '$') {
-      out += readVar();
-    } else {
-      out += ch;
-      i++;
-    }
-  }
-  return out;
-}
-
-function findClosingBrace(word: string, from: number): number {
-  let depth = 1;
-  for (let j = from; j < word.length; j++) {
-    if (word[j] === '\\') j++;
-    else if (word[j] === '{') depth++;
-    else if (word[j] === '}' && --depth === 0) return j;
-  }
-  return -1;
-}
-
-function expandBraced(body: string, env: Map<string, string>): string {
-  const match = /^([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+?])([\s\S]*))?$/.exec(body);
-  if (!match) throw new InvalidChangeError(`bad substitution: \${${body}}`);
-  const [, name, op, arg = ''] = match as unknown as [string, string, string | undefined, string | undefined];
-  const value = env.get(name);
-  const set = value !== undefined;
-  const nonEmpty = set && value !== '';
-  switch (op) {
-    case undefined:
-      return value ?? '';
-    case ':-':
-      return nonEmpty ? value! : expandWord(arg, env);
-    case '-':
-      return set ? value! : expandWord(arg, env);
-    case ':+':
-      return nonEmpty ? expandWord(arg, env) : '';
-    case '+':
-      return set ? expandWord(arg, env) : '';
-    case ':?':
-    case '?':
-      if (op === ':?' ? nonEmpty : set) return value!;
-      throw new InvalidChangeError(`${name}: ${arg === '' ? 'is not allowed to be unset' : expandWord(arg, env)}`);
-    default:
-      throw new InvalidChangeError(`bad substitution: \${${body}}`);
+function expandWord(word: string, env: readonly string[]): string {
+  try {
+    return expandDockerfileWord(word, env);
+  } catch (err) {
+    if (err instanceof ShellExpansionError) throw new InvalidChangeError(err.message);
+    throw err;
   }
 }
 

@@ -20,6 +20,7 @@ import { chainIdOf } from '../layer/chain.js';
 import { createDecompressor, UnsupportedCompressionError } from '../layer/compress.js';
 import type { LayerRecord } from '../layer/record.js';
 import { TEMP_PREFIX } from '../util/atomic.js';
+import { readdirOrEmpty } from '../util/fs.js';
 import { compressionOfMediaType, type Compression } from './mediatypes.js';
 import { Annotation, type Descriptor, type ImageIndex, type ImageManifest } from './types.js';
 import { parseImageConfig } from './config.js';
@@ -262,13 +263,7 @@ async function walkGraph(
 /** Checks each layer record file on its own, so one damaged record does not hide the others. */
 async function checkRecords(store: ImageStore, fault: FaultFn, layers: Map<Digest, LayerExpectation>, checked: FsckReport['checked']): Promise<void> {
   const dir = store.layers.dir;
-  let names: string[];
-  try {
-    names = (await readdir(dir)).sort();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
+  const names = (await readdirOrEmpty(dir)).sort();
   const records: LayerRecord[] = [];
   for (const name of names) {
     if (name.startsWith(TEMP_PREFIX)) continue;
@@ -416,14 +411,7 @@ async function recomputeDiffIds(
 async function findStrayFiles(store: ImageStore, fault: FaultFn): Promise<void> {
   const dirs = [store.root, store.content.blobsDir, join(store.root, 'strata'), store.content.tempDir, store.layers.dir];
   for (const dir of dirs) {
-    let names: string[];
-    try {
-      names = await readdir(dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw err;
-    }
-    for (const name of names) {
+    for (const name of await readdirOrEmpty(dir)) {
       const path = join(dir, name);
       if (name.startsWith(TEMP_PREFIX)) {
         const pid = TEMP_PID_RE.exec(name)?.[1];

@@ -19,17 +19,18 @@
  *
  * The layers must not change while a view is in use: lookups are cached.
  */
-import { createReadStream, type Stats } from 'node:fs';
+import { createReadStream, type Dirent, type Stats } from 'node:fs';
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StrataError } from '../content/errors.js';
 import { compareNames, type EntryHeader } from '../tar/entry.js';
 import { readTreeXattrs, statsToHeader } from '../tar/walk.js';
+import { errnoOf, lstatOrUndefined } from '../util/fs.js';
 import { isOverlayWhiteout } from './upperdiff.js';
 
 /** Linux's limit on symlinks followed in one lookup. */
-const MAX_SYMLINKS = 40;
+export const MAX_SYMLINKS = 40;
 const OPAQUE_XATTRS = ['trusted.overlay.opaque', 'user.overlay.opaque'];
 
 const ERRNO_TEXT: Record<string, string> = {
@@ -92,25 +93,34 @@ export interface ResolveOptions {
   allowMissing?: boolean;
 }
 
-type XattrMap = Map<string, Record<string, Buffer>>;
+/** Extended attributes of the entries of one layer directory, by relative path. */
+export type XattrMap = Map<string, Record<string, Buffer>>;
 
 /** Xattr maps of layer directories, which never change once published. */
 const xattrCache = new Map<string, Promise<XattrMap>>();
+/** Layers whose xattr maps are kept; the oldest go first beyond that. */
 const XATTR_CACHE_LIMIT = 256;
 
-function layerXattrs(dir: string): Promise<XattrMap> {
+/**
+ * Every xattr of every entry under `dir`, with one getfattr run. Read-only
+ * layers never change, so their maps are cached for the process (`cache`);
+ * a directory that changes (a container's upper dir) is read afresh.
+ */
+export function layerXattrs(dir: string, cache = true): Promise<XattrMap> {
+  const load = async (): Promise<XattrMap> => {
+    const map = await readTreeXattrs(dir, { all: true });
+    if (map === undefined) {
+      throw new StrataError(
+        'XATTR_TOOL_MISSING',
+        `cannot read overlay metadata (opaque directories, file capabilities) of ${dir}: getfattr is not installed (install the attr package)`,
+      );
+    }
+    return map;
+  };
+  if (!cache) return load();
   let pending = xattrCache.get(dir);
   if (pending === undefined) {
-    pending = (async () => {
-      const map = await readTreeXattrs(dir, { all: true });
-      if (map === undefined) {
-        throw new StrataError(
-          'XATTR_TOOL_MISSING',
-          `cannot see opaque directories in ${dir}: getfattr is not installed (install the attr package)`,
-        );
-      }
-      return map;
-    })();
+    pending = load();
     if (xattrCache.size >= XATTR_CACHE_LIMIT) xattrCache.delete(xattrCache.keys().next().value!);
     xattrCache.set(dir, pending);
     pending.catch(() => xattrCache.delete(dir));
@@ -118,26 +128,113 @@ function layerXattrs(dir: string): Promise<XattrMap> {
   return pending;
 }
 
-function errnoOf(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | null)?.code;
-}
-
-async function lstatOrUndefined(path: string): Promise<Stats | undefined> {
-  try {
-    return await lstat(path);
-  } catch (err) {
-    const code = errnoOf(err);
-    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
-    throw err;
-  }
-}
-
-function childRel(dir: string, name: string): string {
+/** Relative container path of `name` in directory `dir` ('' is the root). */
+export function childRel(dir: string, name: string): string {
   return dir === '' ? name : `${dir}/${name}`;
 }
 
-function components(path: string): string[] {
+/** Splits a container path into its components, dropping '' and '.'. */
+export function pathComponents(path: string): string[] {
   return path.split('/').filter((part) => part !== '' && part !== '.');
+}
+
+/** One layer's instance of a path, as a lookup through a layer stack finds it. */
+export interface LayerEntry {
+  /** Index (top = 0) of the layer whose instance is visible. */
+  layer: number;
+  /** Host path of that instance. */
+  hostPath: string;
+  /** lstat of that instance. */
+  stats: Stats;
+  /** Directories: the layers merged into it, top first. Empty for other types. */
+  merge: number[];
+}
+
+/** How {@link lookupInLayers} and {@link listInLayers} reach the layers of a stack. */
+export interface LayerAccess {
+  /** Host path of `rel` in layer `layer`. */
+  hostPath(layer: number, rel: string): string;
+  /** Whether directory `rel` of layer `layer` is marked opaque. */
+  isOpaque(layer: number, rel: string): boolean | Promise<boolean>;
+}
+
+/**
+ * Looks `rel` up through `layers` (top first: the layers merged into its
+ * parent directory) with overlayfs' rules: the topmost instance decides; a
+ * whiteout hides the name; a directory merges with directories below until a
+ * non-directory, a whiteout or an opaque directory ends it.
+ *
+ * `below`, when given, answers for layers beneath `layers` (in the same
+ * numbering) and is asked only when nothing above ended the lookup: a caller
+ * whose bottom layers are served by a cached {@link MergedView} looks up its
+ * own changing top layer here and lets the view do the rest.
+ */
+export async function lookupInLayers(
+  access: LayerAccess,
+  layers: readonly number[],
+  rel: string,
+  below?: () => Promise<LayerEntry | undefined>,
+): Promise<LayerEntry | undefined> {
+  let found: LayerEntry | undefined;
+  for (let i = 0; i < layers.length; i++) {
+    const layer = layers[i]!;
+    const hostPath = access.hostPath(layer, rel);
+    const stats = await lstatOrUndefined(hostPath);
+    if (stats === undefined) continue;
+    if (isOverlayWhiteout(stats)) return found;
+    if (!stats.isDirectory()) return found ?? { layer, hostPath, stats, merge: [] };
+    found ??= { layer, hostPath, stats, merge: [] };
+    found.merge.push(layer);
+    // Opacity only matters when something below could merge in.
+    if ((i < layers.length - 1 || below !== undefined) && (await access.isOpaque(layer, rel))) return found;
+  }
+  if (below === undefined) return found;
+  const lower = await below();
+  if (found === undefined) return lower;
+  if (lower?.stats.isDirectory()) found.merge.push(...lower.merge);
+  return found;
+}
+
+/**
+ * The merged listing of directory `rel` over `layers` (the layers merged
+ * into it, top first): names in byte order, whiteouts and the names they
+ * hide left out. `below` lists the layers beneath `layers`, as in
+ * {@link lookupInLayers}.
+ */
+export async function listInLayers(
+  access: LayerAccess,
+  layers: readonly number[],
+  rel: string,
+  below?: () => Promise<string[]>,
+): Promise<string[]> {
+  const seen = new Set<string>();
+  const hidden = new Set<string>();
+  for (const layer of layers) {
+    const dir = access.hostPath(layer, rel);
+    let entries: Dirent[];
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      const code = errnoOf(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR') continue;
+      throw err;
+    }
+    for (const entry of entries) {
+      if (seen.has(entry.name) || hidden.has(entry.name)) continue;
+      // Only a character device can be a whiteout; nothing else needs an lstat.
+      if (entry.isCharacterDevice()) {
+        const stats = await lstatOrUndefined(join(dir, entry.name));
+        if (stats === undefined) continue;
+        if (isOverlayWhiteout(stats)) {
+          hidden.add(entry.name);
+          continue;
+        }
+      }
+      seen.add(entry.name);
+    }
+  }
+  if (below !== undefined) for (const name of await below()) if (!hidden.has(name)) seen.add(name);
+  return [...seen].sort(compareNames);
 }
 
 /** The merged, read-only tree of a stack of overlay-format layer directories. */
@@ -145,6 +242,10 @@ export class MergedView {
   /** Layer directories, topmost first. */
   readonly layers: readonly string[];
   private readonly nodes = new Map<string, Promise<MergedNode | undefined>>();
+  private readonly access: LayerAccess = {
+    hostPath: (layer, rel) => this.hostPathOf(layer, rel),
+    isOpaque: (layer, rel) => this.isOpaque(layer, rel),
+  };
 
   /** @param layers the layer directories, topmost first; empty for an empty tree (`FROM scratch`). */
   constructor(layers: readonly string[]) {
@@ -224,26 +325,8 @@ export class MergedView {
   /** The entry `rel` of directory `parent`, bypassing the cache. */
   private async childNode(parent: MergedNode, rel: string): Promise<MergedNode | undefined> {
     if (parent.header.type !== 'directory') return undefined;
-    let found: { layer: number; hostPath: string; stats: Stats } | undefined;
-    const merge: number[] = [];
-    for (let i = 0; i < parent.merge.length; i++) {
-      const layer = parent.merge[i]!;
-      const hostPath = this.hostPathOf(layer, rel);
-      const stats = await lstatOrUndefined(hostPath);
-      if (stats === undefined) continue;
-      if (isOverlayWhiteout(stats)) break;
-      if (found === undefined) {
-        found = { layer, hostPath, stats };
-        if (!stats.isDirectory()) break;
-      } else if (!stats.isDirectory()) {
-        break;
-      }
-      merge.push(layer);
-      // Opacity only matters when something below could merge in.
-      if (i < parent.merge.length - 1 && (await this.isOpaque(layer, rel))) break;
-    }
-    if (found === undefined) return undefined;
-    return this.makeNode(rel, found.layer, found.hostPath, found.stats, found.stats.isDirectory() ? merge : []);
+    const entry = await lookupInLayers(this.access, parent.merge, rel);
+    return entry && this.makeNode(rel, entry.layer, entry.hostPath, entry.stats, entry.merge);
   }
 
   /**
@@ -255,7 +338,7 @@ export class MergedView {
    *   `allowMissing`), ENOTDIR (a non-directory in the middle), ELOOP.
    */
   async resolve(path: string, opts: ResolveOptions = {}, syscall = 'lstat'): Promise<ResolvedPath> {
-    const pending = components(path);
+    const pending = pathComponents(path);
     const stack: string[] = [];
     let node: MergedNode | undefined = await this.root();
     let missing = 0;
@@ -287,7 +370,7 @@ export class MergedView {
         if (++links > MAX_SYMLINKS) throw new MergedPathError('ELOOP', syscall, path);
         const target = child.header.linkname ?? '';
         if (target.startsWith('/')) stack.length = 0;
-        pending.unshift(...components(target));
+        pending.unshift(...pathComponents(target));
         node = await this.lookup(stack.join('/'));
         continue;
       }
@@ -343,30 +426,7 @@ export class MergedView {
 
   private async list(node: MergedNode, path = `/${node.rel}`): Promise<string[]> {
     if (node.header.type !== 'directory') throw new MergedPathError('ENOTDIR', 'scandir', path);
-    const seen = new Set<string>();
-    const hidden = new Set<string>();
-    for (const layer of node.merge) {
-      let names: { name: string; isCharacterDevice(): boolean }[];
-      try {
-        names = await readdir(this.hostPathOf(layer, node.rel), { withFileTypes: true });
-      } catch (err) {
-        const code = errnoOf(err);
-        if (code === 'ENOENT' || code === 'ENOTDIR') continue;
-        throw err;
-      }
-      for (const entry of names) {
-        if (seen.has(entry.name) || hidden.has(entry.name)) continue;
-        if (entry.isCharacterDevice()) {
-          const stats = await lstatOrUndefined(join(this.hostPathOf(layer, node.rel), entry.name));
-          if (stats !== undefined && isOverlayWhiteout(stats)) {
-            hidden.add(entry.name);
-            continue;
-          }
-        }
-        seen.add(entry.name);
-      }
-    }
-    return [...seen].sort(compareNames);
+    return listInLayers(this.access, node.merge, node.rel);
   }
 
   /** A stream of the regular file at `path` (a final symlink followed). */

@@ -35,6 +35,7 @@ import { withLock } from '../content/lock.js';
 import { applyLayer } from '../tar/extract.js';
 import { tarFromTree } from '../tar/write.js';
 import { fsyncDir, TEMP_PREFIX } from '../util/atomic.js';
+import { readdirOrEmpty } from '../util/fs.js';
 import { ANONYMOUS_VOLUME_LABEL, generateAnonymousVolumeName, isValidVolumeName, validateVolumeName } from './names.js';
 
 /** The only volume driver strata has. */
@@ -535,15 +536,8 @@ export class VolumeStore {
 
   /** Every volume, sorted by name (entries that are not volumes are skipped). */
   private async all(): Promise<VolumeInfo[]> {
-    let entries: string[];
-    try {
-      entries = await readdir(this.volumesDir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw err;
-    }
     const out: VolumeInfo[] = [];
-    for (const entry of entries.sort()) {
+    for (const entry of (await readdirOrEmpty(this.volumesDir)).sort()) {
       if (entry.startsWith(TEMP_PREFIX) || !isValidVolumeName(entry)) continue;
       const info = await this.readVolume(entry);
       if (info) out.push(info);
@@ -791,14 +785,7 @@ async function directorySize(root: string): Promise<number> {
   const pending = [root];
   while (pending.length > 0) {
     const dir = pending.pop()!;
-    let names: string[];
-    try {
-      names = await readdir(dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw err;
-    }
-    for (const entry of names) {
+    for (const entry of await readdirOrEmpty(dir)) {
       const path = join(dir, entry);
       let st;
       try {
