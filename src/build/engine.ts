@@ -30,7 +30,7 @@ import type { Lease } from '../content/lease.js';
 import type { ContentStore } from '../content/store.js';
 import { formatPlatform, hostPlatform, newImageConfig, parsePlatform, platformMatches, writeImage } from '../image/config.js';
 import type { ImageStore, ResolvedImage } from '../image/image-store.js';
-import { MediaType } from '../image/mediatypes.js';
+import { MediaType, type Compression } from '../image/mediatypes.js';
 import { parseReference, type Reference } from '../image/reference.js';
 import type { ContainerConfig, Descriptor, HistoryEntry, ImageConfig, Platform } from '../image/types.js';
 import { chainIds } from '../layer/chain.js';
@@ -102,6 +102,14 @@ export interface BuildOptions {
    * environment variable when set.
    */
   sourceDateEpoch?: number;
+  /**
+   * How new layers are stored. Default `none`: like Docker's local image store,
+   * layers stay uncompressed until something distributes them, which keeps
+   * gzip (the largest cost of a COPY-heavy build) off the build's critical path.
+   * `gzip` makes distribution-ready blobs at build time. A cached step reuses
+   * its layer as it was stored.
+   */
+  compression?: Compression;
   /** OCI runtime for RUN: a name on PATH or a path (default runc, then crun). */
   runtime?: string;
   /** Network of RUN steps (default `none`; `RUN --network=host` asks for it per step). */
@@ -868,7 +876,7 @@ class Builder {
       this.deps.content,
       { changeset },
       {
-        compression: 'gzip',
+        compression: this.opts.compression ?? 'none',
         lease: this.lease,
         records: this.deps.images.layers,
         ...(parent !== undefined ? { parentChainId: parent } : {}),

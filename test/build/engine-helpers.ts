@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
+import { compressionOfMediaType } from '../../src/image/mediatypes.js';
 import { parseDigest, type Digest } from '../../src/content/digest.js';
 import { ImageStore } from '../../src/image/image-store.js';
 import { newImageConfig, writeImage } from '../../src/image/config.js';
@@ -128,7 +129,9 @@ export interface LayerEntry {
 /** The entries of a layer blob, in archive order (file contents up to 4 KiB as text). */
 export async function layerEntries(store: TestStore, layer: Descriptor): Promise<LayerEntry[]> {
   const out: LayerEntry[] = [];
-  const stream = store.content.createReadStream(layer.digest).pipe(createGunzip());
+  const raw = store.content.createReadStream(layer.digest);
+  // Built layers are stored uncompressed by default; gzip ones when asked.
+  const stream = compressionOfMediaType(layer.mediaType) === 'gzip' ? raw.pipe(createGunzip()) : raw;
   for await (const entry of readTar(stream)) {
     const e: LayerEntry = {
       path: entry.header.path,

@@ -6,7 +6,7 @@
 import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { build, type BuildOptions } from '../../build/engine.js';
+import type { BuildOptions } from '../../build/engine.js';
 import type { CliContext } from '../main.js';
 import { collect, openStrata } from './common.js';
 
@@ -20,6 +20,7 @@ interface BuildFlags {
   sourceDateEpoch?: string;
   runtime?: string;
   network?: string;
+  compression?: string;
   quiet?: boolean;
   platform?: string;
 }
@@ -56,6 +57,7 @@ export function registerBuildCommand(program: Command, ctx: CliContext): void {
     .option('--source-date-epoch <seconds>', 'Date every history entry and clamp file times to this time (default: $SOURCE_DATE_EPOCH)')
     .option('--runtime <path>', 'OCI runtime for RUN steps (default: runc, then crun)')
     .option('--network <mode>', 'Network of RUN steps: none (default) or host')
+    .option('--compression <type>', 'How new layers are stored: none (default, like Docker) or gzip')
     .option('-q, --quiet', 'Suppress the build output and print image ID on success')
     .option('--platform <os/arch[/variant]>', 'Set platform if server is multi-platform capable')
     .action(async (contextArg: string, flags: BuildFlags) => {
@@ -78,6 +80,12 @@ export function registerBuildCommand(program: Command, ctx: CliContext): void {
       if (flags.cache === false) options.noCache = true;
       if (flags.runtime !== undefined) options.runtime = flags.runtime;
       if (flags.network !== undefined) options.network = flags.network as 'none' | 'host';
+      if (flags.compression !== undefined) {
+        if (flags.compression !== 'none' && flags.compression !== 'gzip' && flags.compression !== 'zstd') {
+          throw new Error(`invalid --compression "${flags.compression}": use none, gzip or zstd`);
+        }
+        options.compression = flags.compression;
+      }
       if (flags.quiet) options.quiet = true;
       if (flags.platform !== undefined) options.platform = flags.platform;
       const epoch = flags.sourceDateEpoch ?? ctx.env.SOURCE_DATE_EPOCH;
@@ -86,7 +94,7 @@ export function registerBuildCommand(program: Command, ctx: CliContext): void {
         options.sourceDateEpoch = Number(epoch);
       }
       const strata = await openStrata(ctx);
-      const result = await build(strata, options);
+      const result = await strata.build(options);
       if (flags.iidfile !== undefined) await writeFile(flags.iidfile, result.id);
     });
 }
