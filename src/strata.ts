@@ -1,8 +1,6 @@
 /**
  * The library facade: one object per store root that does what the `strata`
- * CLI does, each method a thin composition of the modules underneath
- * (content store, image store, layers, archives), which stay available as
- * {@link Strata.content} and {@link Strata.images} for anything finer.
+ * CLI does, each method a thin composition of the modules underneath.
  *
  * ```ts
  * const strata = await Strata.open({ root: '/var/lib/strata' });
@@ -10,20 +8,63 @@
  * await strata.saveToFile(['me/app:1.0'], 'app.tar');
  * ```
  *
- * Extension points: image builds, containers and volumes are separate
- * subsystems over the same root; each adds its own methods here when it
- * exists, and keeps its blobs alive through `registerGcRoots` (image/gc.ts),
- * so {@link Strata.gc} and {@link Strata.rmi} never need to know about them.
+ * Three stores share the root, and stay available for anything finer:
+ * {@link Strata.images} (names, manifests, layers, blobs through
+ * {@link Strata.content}), {@link Strata.containers} (each container's
+ * copy-on-write layer over its image's shared read-only ones) and
+ * {@link Strata.volumes} (named directories that outlive containers). The
+ * methods here are Docker's verbs on them:
+ *
+ * - images: `build`, `import`, `load`, `save`, `tag`, `inspect`, `history`, `rmi`, …
+ * - containers: `createContainer`, `start`, `run`, `removeContainer`,
+ *   `container`, `listContainers`, `diff`, `commit`, `exportContainer`,
+ *   `copyFromContainer`, `copyToContainer`, and `containerFs` for the
+ *   file-system API. A container is named by its name, ID or ID prefix, or
+ *   given as the {@link Container} one of them returned.
+ * - volumes: the {@link VolumeStore} itself (`strata.volumes.create(…)`), told
+ *   which containers use which volume, so an in-use volume cannot be removed.
+ *
+ * ```ts
+ * await strata.build({ contextDir: './app', tags: ['me/app:1.0'] });
+ * const { exitCode, container } = await strata.run('me/app:1.0', { cmd: ['sh', '-c', 'echo hi > /greeting'] });
+ * await strata.commit(container, { ref: 'me/app:greeted' });
+ * ```
+ *
+ * Builds and containers keep what they use alive through `registerGcRoots`
+ * (image/gc.ts): importing this module imports theirs, so {@link Strata.gc}
+ * keeps cached build layers and the images of existing containers.
  */
 import { createWriteStream } from 'node:fs';
 import { open, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Transform, pipeline as pipelineCallback, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Digest } from './content/digest.js';
 import { StrataError } from './content/errors.js';
 import type { ContentStore } from './content/store.js';
-import { ContainerStore } from './container/container-store.js';
+// The build engine imports the build cache, whose layers are gc roots from then on.
+import { build, type BuildOptions, type BuildResult } from './build/engine.js';
+import { commit, type CommitOptions, type Pauser } from './container/commit.js';
+import { Container, ContainerStateError, ContainerStore, type ListContainersOptions } from './container/container-store.js';
+import { copyFromContainer, copyToContainer, type CopyFromOptions, type CopySource, type CopyToOptions } from './container/cp.js';
+import { diff, type Change } from './container/diff.js';
+import { exportContainer, type ExportOptions as ContainerExportOptions } from './container/export.js';
+import { ContainerFs } from './container/fs.js';
+import { openVolumeStore } from './container/mounts.js';
+import {
+  createContainer,
+  removeContainer,
+  runContainer,
+  runtimePauser,
+  startContainer,
+  type ContainerCreateOptions,
+  type RemoveContainerOptions,
+  type RunContainerOptions,
+  type RunContainerResult,
+  type StartOptions,
+  type StartResult,
+} from './container/run.js';
+import type { VolumeStore } from './volume/volume-store.js';
 import { importImage, type ImportOptions, type ImportResult, type ImportSource } from './archive/import.js';
 import { loadImages, type LoadedImage, type LoadOptions } from './archive/load.js';
 import { saveImages, type SaveFormat, type SaveItem } from './archive/save.js';
@@ -145,16 +186,36 @@ function namesGiven(input: string, image: ResolvedImage): Reference[] {
   return image.repoTags.includes(ref.familiar()) ? [ref] : [];
 }
 
-/** A strata store root: images, layers and blobs, with Docker's operations on them. */
+/**
+ * A container as the container methods take it: its name, full ID or ID
+ * prefix, or the {@link Container} a container method returned (read again,
+ * since its state may have changed since).
+ */
+export type ContainerRef = string | Container;
+
+/**
+ * A strata store root: images, containers and volumes, with Docker's
+ * operations on them.
+ */
 export class Strata {
   private constructor(
     /** The image store (names, manifests, configs, layer records). */
     readonly images: ImageStore,
+    /** The container store (records, upper dirs), sharing {@link Strata.images}. */
+    readonly containers: ContainerStore,
+    /**
+     * The volumes (`docker volume`): create, list, inspect, remove, prune,
+     * export and import. It knows which containers use a volume, so removing
+     * or pruning never takes one that is in use.
+     */
+    readonly volumes: VolumeStore,
   ) {}
 
   /** Opens the store at `options.root` (default {@link defaultRoot}), creating it when missing. */
   static async open(options: StrataOpenOptions = {}): Promise<Strata> {
-    return new Strata(await ImageStore.open(options.root ?? defaultRoot()));
+    const images = await ImageStore.open(options.root ?? defaultRoot());
+    const containers = await ContainerStore.open(images.root, { images });
+    return new Strata(images, containers, await openVolumeStore(containers));
   }
 
   /** Absolute path of the store root (itself a valid OCI image layout). */
@@ -173,6 +234,20 @@ export class Strata {
   }
 
   // ------------------------------------------------------------ images in
+
+  /**
+   * `docker build` (the classic builder): an image from a Dockerfile and a
+   * context directory, one diff layer per step that changes the file system,
+   * each step cached by content. `RUN` steps need root, overlayfs and an OCI
+   * runtime; everything else runs anywhere. Progress is written to
+   * `opts.output` when given.
+   *
+   * @throws DockerfileError for a Dockerfile Docker would refuse (with its line), before anything runs
+   * @throws BuildError for a step that fails, with Docker's message and the step's number and line
+   */
+  build(opts: BuildOptions): Promise<BuildResult> {
+    return build({ content: this.content, images: this.images, root: this.root }, opts);
+  }
 
   /**
    * `docker import`: a one-layer image from a directory, a tar file (plain,
@@ -323,8 +398,7 @@ export class Strata {
   async rmi(refs: readonly string[], opts: RmiOptions = {}): Promise<RmiResult> {
     const items: RmiItem[] = [];
     // Docker refuses to remove an image a container uses ("conflict: unable to remove repository reference").
-    const containers = await ContainerStore.open(this.root, { images: this.images });
-    const isInUse = (imageId: Digest) => containers.isInUse(imageId);
+    const isInUse = (imageId: Digest) => this.containers.isInUse(imageId);
     for (const ref of refs) {
       try {
         items.push({ ref, ...(await this.images.remove(ref, { force: opts.force ?? false, isInUse })) });
@@ -341,6 +415,173 @@ export class Strata {
       }
     }
     return result;
+  }
+
+  // ------------------------------------------------------------ containers
+
+  /**
+   * `docker create`: a container from an image, nothing copied from it. Its
+   * mounts are resolved now (named volumes created when missing, anonymous
+   * ones for the image's `VOLUME`s, empty volumes filled from the image).
+   * Parse `-v`/`--mount` strings with `parseVolumeFlag`/`parseMountFlag`.
+   *
+   * @throws StrataError `No command specified` when neither the image nor `opts` give one
+   * @throws ContainerNameConflictError, MountSpecError, ImageNotFoundError
+   */
+  createContainer(image: string, opts: ContainerCreateOptions = {}): Promise<Container> {
+    return createContainer(this.containers, this.volumes, image, opts);
+  }
+
+  /**
+   * `docker start -a`: runs the container's process under the OCI runtime
+   * (runc, else crun) over an overlay mount and waits for it; its exit is
+   * recorded and the file system unmounted, whatever happens. Output goes to
+   * `opts.stdout`/`opts.stderr` (default: this process's).
+   *
+   * @throws RuntimeUnavailableError (one line saying what is missing) without root, cgroups, overlayfs or a runtime
+   * @throws ContainerStateError when it is already running
+   * @throws ContainerRuntimeError when the runtime cannot start the process (`exitCode` 127, 126 or 125, as docker run)
+   */
+  async start(container: ContainerRef, opts: StartOptions = {}): Promise<StartResult> {
+    return startContainer(await this.container(container), opts);
+  }
+
+  /**
+   * `docker run` (attached): {@link Strata.createContainer}, then {@link Strata.start}.
+   * With `autoRemove` (`--rm`) the container and its anonymous volumes are
+   * removed afterwards, whether the process ran or could not start.
+   */
+  run(image: string, opts: RunContainerOptions = {}): Promise<RunContainerResult> {
+    return runContainer(this.containers, this.volumes, image, opts);
+  }
+
+  /**
+   * `docker rm`: the container's record and changes go; a running one only
+   * with `force` (which kills it). With `volumes`, its anonymous volumes go
+   * too unless another container uses them; named volumes always stay.
+   */
+  async removeContainer(container: ContainerRef, opts: RemoveContainerOptions = {}): Promise<void> {
+    await removeContainer(this.containers, this.volumes, typeof container === 'string' ? container : container.id, opts);
+  }
+
+  /**
+   * One container, by name, ID or ID prefix (or the object, read again).
+   *
+   * @throws ContainerNotFoundError, AmbiguousContainerError
+   */
+  container(container: ContainerRef): Promise<Container> {
+    return this.containers.get(typeof container === 'string' ? container : container.id);
+  }
+
+  /** `docker ps`: containers, newest first; running ones only unless `all`. */
+  listContainers(opts: ListContainersOptions = {}): Promise<Container[]> {
+    return this.containers.list(opts);
+  }
+
+  /**
+   * `docker diff`: the paths the container added (`A`), changed (`C`) or
+   * deleted (`D`), directory by directory in a stable order; volume content
+   * is not part of it. `formatChanges` prints them as docker does.
+   */
+  async diff(container: ContainerRef): Promise<Change[]> {
+    return diff(await this.container(container));
+  }
+
+  /**
+   * `docker commit`: a new image, the container's image plus one layer of
+   * what the container changed (none when nothing did), with `changes`
+   * applied to its config, tagged `ref` if given. A running container is
+   * frozen with its runtime's `pause` meanwhile unless `pause: false`.
+   */
+  async commit(container: ContainerRef, opts: CommitOptions = {}): Promise<ResolvedImage> {
+    const found = await this.container(container);
+    const pauser = await this.pauserFor(found, opts);
+    return commit(found, pauser ? { ...opts, pauser } : opts);
+  }
+
+  /**
+   * `docker export`: the container's whole file system as one plain tar (no
+   * layers, no whiteouts, no volume content), streamed from its merged view.
+   * A container that cannot be found is an error on the stream; look it up
+   * with {@link Strata.container} first to fail earlier.
+   */
+  exportContainer(container: ContainerRef, opts: ContainerExportOptions = {}): Readable {
+    if (typeof container !== 'string') return exportContainer(container, opts);
+    const out = new PassThrough({ highWaterMark: 1 << 20 });
+    const run = async (): Promise<void> => {
+      await pipeline(exportContainer(await this.container(container), opts), out);
+    };
+    run().catch((err: unknown) => out.destroy(err instanceof Error ? err : new Error(String(err))));
+    return out;
+  }
+
+  /**
+   * `docker cp CONTAINER:PATH -`: `path` (a file, a directory with its
+   * contents, or `dir/.` for the contents alone) as a tar. Rejects before
+   * any data for a missing path, with Docker's "Could not find the file". A
+   * running container is paused while the tar is read unless `pause: false`,
+   * and runs again by the time the stream ends.
+   */
+  async copyFromContainer(container: ContainerRef, path: string, opts: CopyFromOptions = {}): Promise<Readable> {
+    const found = await this.container(container);
+    const pauser = await this.pauserFor(found, opts);
+    if (!pauser) return copyFromContainer(found, path, opts);
+    // The container is resumed once the tar has been read; the stream ends
+    // only after that, so a caller can pause it again (another cp) at once.
+    let resumed!: () => void;
+    const resumeDone = new Promise<void>((resolve) => (resumed = resolve));
+    const tracked: Pauser = {
+      pause: () => pauser.pause(),
+      resume: () => pauser.resume().finally(resumed),
+    };
+    const tar = await copyFromContainer(found, path, { ...opts, pauser: tracked });
+    const out = new Transform({
+      highWaterMark: 1 << 20,
+      transform: (chunk: Buffer, _encoding, callback) => callback(null, chunk),
+      flush: (callback) => void resumeDone.then(() => callback()),
+    });
+    // Either end failing or being destroyed (a reader that gives up) ends the other, which resumes the container.
+    pipelineCallback(tar, out, () => undefined);
+    return out;
+  }
+
+  /**
+   * `docker cp SRC CONTAINER:PATH`: a tar stream, or a host file or
+   * directory (`{ hostPath }`), into the container's file system, by
+   * Docker's rules for where things land. A running container is paused
+   * meanwhile unless `pause: false`.
+   */
+  async copyToContainer(container: ContainerRef, path: string, source: CopySource, opts: CopyToOptions = {}): Promise<void> {
+    const found = await this.container(container);
+    const pauser = await this.pauserFor(found, opts);
+    await copyToContainer(found, path, source, pauser ? { ...opts, pauser } : opts);
+  }
+
+  /**
+   * The copy-on-write file-system API of a container (`readFile`,
+   * `writeFile`, `mkdir`, `rm`, `rename`, …, on container paths), writing in
+   * overlayfs format so that a process in the container, {@link Strata.diff} and
+   * {@link Strata.commit} see exactly what it did. Hold `container.withLock` around
+   * changes when other strata processes may touch the same container, and
+   * open a fresh one after a process in the container changed files.
+   */
+  async containerFs(container: ContainerRef): Promise<ContainerFs> {
+    return ContainerFs.open(await this.container(container));
+  }
+
+  /**
+   * The runtime's pause and resume for a container that runs, unless the
+   * caller brought its own or asked not to pause. A container that exits
+   * meanwhile needs none.
+   */
+  private async pauserFor(container: Container, opts: { pause?: boolean; pauser?: Pauser }): Promise<Pauser | undefined> {
+    if (opts.pauser || opts.pause === false || !container.isRunning) return undefined;
+    try {
+      return await runtimePauser(container);
+    } catch (err) {
+      if (err instanceof ContainerStateError && !(await container.refresh()).isRunning) return undefined;
+      throw err;
+    }
   }
 
   // ------------------------------------------------------------ maintenance

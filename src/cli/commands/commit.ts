@@ -4,11 +4,9 @@
  * commit (the runtime's freezer) unless `--pause=false`.
  */
 import type { Command } from 'commander';
-import { commit, type CommitOptions } from '../../container/commit.js';
-import { runtimePauser } from '../../container/run.js';
+import type { CommitOptions } from '../../container/commit.js';
 import type { CliContext } from '../main.js';
-import { collect } from './common.js';
-import { openContainerEngine } from './create.js';
+import { collect, openStrata } from './common.js';
 
 interface CommitFlags {
   change?: string[];
@@ -38,16 +36,14 @@ export function registerCommitCommand(program: Command, ctx: CliContext): void {
     .option('-a, --author <author>', 'Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")')
     .option('-p, --pause [bool]', 'Pause container during commit (default true)')
     .action(async (name: string, reference: string | undefined, flags: CommitFlags) => {
-      const engine = await openContainerEngine(ctx);
-      const container = await engine.containers.get(name);
       const pause = parsePause(flags.pause);
+      const strata = await openStrata(ctx);
       const opts: CommitOptions = { pause };
       if (reference !== undefined) opts.ref = reference;
       if (flags.change !== undefined) opts.changes = flags.change;
       if (flags.message !== undefined) opts.message = flags.message;
       if (flags.author !== undefined) opts.author = flags.author;
-      if (pause && container.isRunning) opts.pauser = await runtimePauser(container);
-      const image = await commit(container, opts);
+      const image = await strata.commit(name, opts);
       ctx.stdout.write(`${image.id}\n`);
     });
 }

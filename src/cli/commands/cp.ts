@@ -13,6 +13,9 @@
  *   replace each other. Owners are not restored (docker's `NoLchown`).
  * - Into a container, see `copyToContainer`.
  *
+ * A running container is paused for the copy (its runtime's freezer), as
+ * Docker does.
+ *
  * Host-side extraction uses the layer extractor's safety (no path leaves the
  * destination, no symlink on the way is followed); a name starting with
  * `.wh.`, which that extractor would read as a deletion, is refused.
@@ -20,15 +23,15 @@
 import { lstat, readlink, stat } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import type { Command } from 'commander';
-import { copyFromContainer, copyToContainer, statContainerPath, type ContainerPathStat } from '../../container/cp.js';
+import { statContainerPath, type ContainerPathStat } from '../../container/cp.js';
 import type { Container } from '../../container/container-store.js';
+import type { Strata } from '../../strata.js';
 import { WHITEOUT_PREFIX, type EntryHeader } from '../../tar/entry.js';
 import { applyLayer } from '../../tar/extract.js';
 import { readTar } from '../../tar/read.js';
 import { packEntries, type PackSource } from '../../tar/write.js';
 import type { CliContext } from '../main.js';
-import { streamToStdout } from './common.js';
-import { openContainerEngine } from './create.js';
+import { openStrata, streamToStdout } from './common.js';
 
 interface CpFlags {
   followLink?: boolean;
@@ -161,7 +164,7 @@ async function* rebased(tar: NodeJS.ReadableStream, from: string, to: string | u
 }
 
 /** `docker cp CONTAINER:SRC HOSTDEST`. */
-async function copyOut(container: Container, srcPath: string, dst: string, followLink: boolean): Promise<void> {
+async function copyOut(strata: Strata, container: Container, srcPath: string, dst: string, followLink: boolean): Promise<void> {
   let path = srcPath;
   let info = await statContainerPath(container, path);
   let rebaseName: string | undefined;
@@ -189,7 +192,7 @@ async function copyOut(container: Container, srcPath: string, dst: string, follo
     [hostDir, newName] = splitPathDirEntry(dest.path);
   }
   if (newName === srcBase) newName = undefined;
-  const tar = await copyFromContainer(container, path);
+  const tar = await strata.copyFromContainer(container, path);
   await applyLayer(hostDir, packEntries(rebased(tar, srcBase, newName, hostDir, info)), { preserveOwners: false });
 }
 
@@ -208,16 +211,15 @@ export function registerCpCommand(program: Command, ctx: CliContext): void {
       const dest = splitCpArg(destArg);
       if (src.container !== undefined && dest.container !== undefined) throw new Error('copying between containers is not supported');
       if (src.container === undefined && dest.container === undefined) throw new Error('must specify at least one container source');
-      const engine = await openContainerEngine(ctx);
+      const strata = await openStrata(ctx);
       const followLink = flags.followLink === true;
       if (src.container !== undefined) {
-        const container = await engine.containers.get(src.container);
-        if (dest.path === '-') await streamToStdout(ctx, await copyFromContainer(container, src.path, { followLink }));
-        else await copyOut(container, src.path, dest.path, followLink);
+        const container = await strata.container(src.container);
+        if (dest.path === '-') await streamToStdout(ctx, await strata.copyFromContainer(container, src.path, { followLink }));
+        else await copyOut(strata, container, src.path, dest.path, followLink);
         return;
       }
-      const container = await engine.containers.get(dest.container!);
       const source = src.path === '-' ? process.stdin : { hostPath: src.path };
-      await copyToContainer(container, dest.path, source, { followLink, copyUIDGID: flags.archive === true });
+      await strata.copyToContainer(dest.container!, dest.path, source, { followLink, copyUIDGID: flags.archive === true });
     });
 }

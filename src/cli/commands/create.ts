@@ -4,11 +4,11 @@
  * labels, network, runtime) is shared with `strata run`.
  */
 import { Option, type Command } from 'commander';
-import { ContainerEngine, type ContainerCreateOptions } from '../../container/run.js';
+import type { ContainerCreateOptions } from '../../container/run.js';
 import type { NetworkMode } from '../../runtime/spec.js';
 import { parseMountFlag, parseVolumeFlag, type MountSpec } from '../../volume/mountspec.js';
 import type { CliContext } from '../main.js';
-import { collect } from './common.js';
+import { collect, openStrata } from './common.js';
 
 /** The flags `create` and `run` share. */
 export interface CreateFlags {
@@ -24,11 +24,6 @@ export interface CreateFlags {
   hostname?: string;
   label?: string[];
   rm?: boolean;
-}
-
-/** Opens the containers and volumes of the command's store root. */
-export function openContainerEngine(ctx: CliContext): Promise<ContainerEngine> {
-  return ContainerEngine.open(ctx.root());
 }
 
 /** Adds `docker create`'s flags that strata has to `command`. */
@@ -106,8 +101,8 @@ export function createOptionsFrom(ctx: CliContext, flags: CreateFlags, command: 
 export function registerCreateCommand(program: Command, ctx: CliContext): void {
   addCreateOptions(program.command('create').usage('[OPTIONS] IMAGE [COMMAND] [ARG...]').description('Create a new container')).action(
     async (image: string, command: string[], flags: CreateFlags) => {
-      const engine = await openContainerEngine(ctx);
-      const container = await engine.create(image, createOptionsFrom(ctx, flags, command));
+      const strata = await openStrata(ctx);
+      const container = await strata.createContainer(image, createOptionsFrom(ctx, flags, command));
       ctx.stdout.write(`${container.id}\n`);
     },
   );

@@ -1,31 +1,24 @@
 /**
- * `strata demo` (what `npm run demo` runs): makes an image of the sample app
- * that ships with strata (`testdata/sample-app`), saves it as a docker
+ * `strata demo` (what `npm run demo` runs): builds the sample app that ships
+ * with strata (`testdata/sample-app`: FROM scratch, COPY and metadata, so no
+ * root is needed) with the real build engine, saves the image as a docker
  * archive in the current directory, and says what it made and what to try
  * next.
  *
- * Until `strata build` exists the image is put together the way
- * `docker import -c …` would: the files the Dockerfile's COPY steps name
- * (context filtered by its `.dockerignore`, placed where COPY puts them,
- * owned by root as COPY leaves them) become one layer, and its metadata
- * instructions (LABEL, ENV, WORKDIR, EXPOSE, CMD …) become `--change`s.
- * Anything else in the Dockerfile is refused by name rather than skipped.
- *
- * Running it again changes nothing: the layer and config are reproducible
- * (mtimes and `created` come from the sample's files, or SOURCE_DATE_EPOCH),
- * so the image ID and the archive's bytes stay the same; should the sample
- * change, the previous demo image is removed and its blobs collected.
+ * Running it again changes nothing: the build is dated by SOURCE_DATE_EPOCH,
+ * or else by the newest file the build reads, so every step is a cache hit,
+ * and the image ID and the archive's bytes stay the same. Should the sample
+ * change, the previous demo image is removed (its layers stay in the build
+ * cache, as Docker's do).
  */
-import { lstat, readFile, readlink, stat } from 'node:fs/promises';
-import { posix, relative, resolve, join } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { loadDockerignore, type DockerignoreMatcher } from '../../build/dockerignore.js';
-import { parseDockerfile, normalizeWorkdir, type CopyInstruction, type Instruction } from '../../build/dockerfile/index.js';
+import { loadDockerignore } from '../../build/dockerignore.js';
+import type { Digest } from '../../content/digest.js';
 import { compressionOfMediaType } from '../../image/mediatypes.js';
-import { tarFromChangeset, type ChangesetEntry } from '../../tar/changeset.js';
-import type { EntryHeader } from '../../tar/entry.js';
-import { statsToHeader, walkTree } from '../../tar/walk.js';
+import { walkTree } from '../../tar/walk.js';
 import type { Strata } from '../../strata.js';
 import { defaultRoot } from '../../util/root.js';
 import type { CliContext } from '../main.js';
@@ -37,121 +30,26 @@ export const DEMO_REF = 'strata-demo/sample-app:latest';
 /** The archive the demo writes, relative to the current directory. */
 export const DEMO_ARCHIVE = 'strata-demo.tar';
 
-/** Instructions that only change the config, which `import --change` accepts. */
-const CHANGE_KINDS = new Set(['CMD', 'ENTRYPOINT', 'ENV', 'EXPOSE', 'HEALTHCHECK', 'LABEL', 'ONBUILD', 'STOPSIGNAL', 'USER', 'VOLUME', 'WORKDIR']);
-
 /** The sample app, found beside the installed package (dist/cli/commands → package root), not the current directory. */
 export function sampleAppDir(): string {
   return fileURLToPath(new URL('../../../testdata/sample-app/', import.meta.url)).replace(/\/$/, '');
 }
 
-/** What the demo makes of a context and its Dockerfile. */
-export interface DemoPlan {
-  /** The layer's entries: every path the COPY steps create, keyed by path. */
-  entries: Map<string, ChangesetEntry>;
-  /** The Dockerfile's metadata instructions, as `--change` strings. */
-  changes: string[];
-  /** Seconds: the newest mtime among the copied files (for `created` and clamping). */
-  newestMtime: number;
-}
-
-function unsupported(instruction: Instruction, why: string): Error {
-  return new Error(`demo: Dockerfile line ${instruction.line}: ${instruction.original}: ${why} (the demo only copies context files and sets metadata)`);
-}
-
-function dirHeader(path: string, mtime: number): EntryHeader {
-  return { path, type: 'directory', mode: 0o755, uid: 0, gid: 0, mtime, size: 0 };
-}
-
-/** COPY leaves files owned by root and carries no extended attributes. */
-function asCopied(header: EntryHeader, path: string): EntryHeader {
-  const { uname: _uname, gname: _gname, xattrs: _xattrs, atime: _atime, ctime: _ctime, ...rest } = header;
-  return { ...rest, path, uid: 0, gid: 0 };
-}
-
 /**
- * Reads the context's Dockerfile and works out the demo image: the
- * entries of its COPY steps and the config changes of its other steps.
- *
- * @throws Error naming the Dockerfile line of any instruction beyond that
- *   (a base image other than scratch, RUN, ADD, COPY flags, wildcards …).
+ * The build's date when SOURCE_DATE_EPOCH is not set: the newest mtime (whole
+ * seconds) among the files the build reads — the Dockerfile, the
+ * `.dockerignore` and every context file it does not exclude — so the date
+ * moves only when the sample does.
  */
-export async function planDemo(contextDir: string): Promise<DemoPlan> {
-  const dockerfile = join(contextDir, 'Dockerfile');
-  const ast = parseDockerfile(await readFile(dockerfile, 'utf8'), { filename: dockerfile });
-  if (ast.stages.length !== 1) throw new Error(`demo: ${dockerfile} has ${ast.stages.length} stages; the demo makes single-stage images`);
-  const stage = ast.stages[0]!;
-  if (stage.baseName !== 'scratch') throw unsupported(stage.from, 'only FROM scratch is supported');
+export async function contextEpoch(contextDir: string): Promise<number> {
   const ignore = await loadDockerignore(contextDir);
-
-  const plan: DemoPlan = { entries: new Map(), changes: [], newestMtime: 0 };
-  let workdir = '/';
-  for (const instruction of stage.instructions) {
-    if (instruction.kind === 'COPY') {
-      await planCopy(instruction, contextDir, workdir, ignore, plan);
-    } else if (CHANGE_KINDS.has(instruction.kind)) {
-      if (instruction.kind === 'WORKDIR') {
-        if (instruction.path.includes('$')) throw unsupported(instruction, 'variables in WORKDIR are not supported');
-        workdir = normalizeWorkdir(workdir, instruction.path);
-      }
-      plan.changes.push(instruction.original);
-    } else {
-      throw unsupported(instruction, `${instruction.kind} is not supported`);
-    }
+  let newest = 0;
+  const filter = (path: string, isDir: boolean): boolean => (isDir ? ignore.shouldDescend(path) || !ignore.ignores(path) : ignore.sentToBuilder(path));
+  for await (const entry of walkTree(contextDir, { filter })) {
+    if (entry.header.type === 'directory') continue;
+    newest = Math.max(newest, Math.floor(entry.header.mtime));
   }
-  // Parents the COPY steps did not create themselves (WORKDIR's /app) come out as root-owned 0755 directories.
-  for (const path of [...plan.entries.keys()]) {
-    for (let parent = posix.dirname(path); parent !== '.' && !plan.entries.has(parent); parent = posix.dirname(parent)) {
-      plan.entries.set(parent, { header: dirHeader(parent, plan.newestMtime) });
-    }
-  }
-  return plan;
-}
-
-async function planCopy(copy: CopyInstruction, contextDir: string, workdir: string, ignore: DockerignoreMatcher, plan: DemoPlan): Promise<void> {
-  const flags = Object.keys(copy.flags);
-  if (flags.length > 0) throw unsupported(copy, `COPY --${flags[0]} is not supported`);
-  if (copy.heredocs.length > 0) throw unsupported(copy, 'COPY from a here-document is not supported');
-  if (copy.dest.includes('$')) throw unsupported(copy, 'variables in COPY destinations are not supported');
-  // Docker: a relative destination is under WORKDIR; a trailing slash (or several sources) makes it a directory.
-  const destIsDir = copy.dest.endsWith('/') || copy.sources.length > 1;
-  const dest = posix.join(posix.resolve(workdir, copy.dest), '.').replace(/^\/+/, '');
-
-  const put = (header: EntryHeader, path: string, sourcePath?: string): void => {
-    plan.entries.set(path, sourcePath === undefined ? { header: asCopied(header, path) } : { header: asCopied(header, path), sourcePath });
-    plan.newestMtime = Math.max(plan.newestMtime, Math.floor(header.mtime));
-  };
-
-  for (const source of copy.sources) {
-    if (/[*?[\]$]/.test(source)) throw unsupported(copy, `wildcards and variables in COPY sources are not supported (${source})`);
-    const rel = posix.normalize(source).replace(/^(\.\/)+/, '').replace(/\/+$/, '');
-    if (rel.startsWith('..') || posix.isAbsolute(rel)) throw unsupported(copy, `${source} is outside the build context`);
-    if (rel !== '.' && ignore.ignores(rel)) throw new Error(`demo: COPY ${source}: excluded by ${ignore.source ?? '.dockerignore'}`);
-    const abs = resolve(contextDir, rel);
-    const info = await stat(abs);
-    if (!info.isDirectory()) {
-      const target = destIsDir ? posix.join(dest, posix.basename(rel)) : dest;
-      if (target === '') throw unsupported(copy, 'cannot copy a file onto the root directory');
-      const linkStats = await lstat(abs);
-      const header = statsToHeader(rel, linkStats, linkStats.isSymbolicLink() ? await readlink(abs) : undefined);
-      if (!header) throw unsupported(copy, `${source} is a socket, which cannot be copied`);
-      put(header, target, header.type === 'file' ? abs : undefined);
-      continue;
-    }
-    // A directory's contents go into the destination, which takes the directory's own mode.
-    if (dest !== '') put({ path: dest, type: 'directory', mode: info.mode & 0o7777, uid: 0, gid: 0, mtime: Math.floor(info.mtimeMs / 1000), size: 0 }, dest);
-    const prefix = rel === '.' ? '' : `${rel}/`;
-    const filter = (p: string, isDir: boolean): boolean => {
-      const contextPath = `${prefix}${p}`;
-      return isDir ? ignore.shouldDescend(contextPath) || !ignore.ignores(contextPath) : !ignore.ignores(contextPath);
-    };
-    for await (const entry of walkTree(abs, { filter })) {
-      // A directory entered only for an exception pattern is not itself copied unless something in it is.
-      if (entry.header.type === 'directory' && ignore.ignores(`${prefix}${entry.header.path}`)) continue;
-      const target = dest === '' ? entry.header.path : `${dest}/${entry.header.path}`;
-      put(entry.header, target, entry.header.type === 'file' ? entry.sourcePath : undefined);
-    }
-  }
+  return newest;
 }
 
 /** `SOURCE_DATE_EPOCH` when set to a whole number of seconds. */
@@ -167,60 +65,151 @@ function shellWord(word: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
+/** A layer of the demo image. */
+export interface DemoLayer {
+  /** Blob digest (what `docker save` names it by). */
+  digest: Digest;
+  /** Blob size. */
+  size: number;
+  mediaType: string;
+  diffId: Digest;
+  /** Size of the plain tar. */
+  uncompressedSize: number;
+}
+
+/** One build step, as the demo reports it. */
+export interface DemoStep {
+  /** The instruction as written, on one line. */
+  instruction: string;
+  /** Whether the step's result came from the build cache (always true for FROM). */
+  cached: boolean;
+  /** The layer the step added, if it added one. */
+  layer?: DemoLayer;
+}
+
 /** What {@link runDemo} made. */
 export interface DemoResult {
-  id: string;
-  manifestDigest: string;
+  id: Digest;
+  manifestDigest: Digest;
+  /** The seconds the build was dated with (and file times clamped to). */
+  sourceDateEpoch: number;
   /** Whether the image was already there, identical, before this run. */
   unchanged: boolean;
   /** A previous demo image removed because the sample changed. */
-  replaced?: string;
+  replaced?: Digest;
+  steps: DemoStep[];
+  /** The image's layers, bottom first. */
+  layers: DemoLayer[];
   archive: string;
   archiveSize: number;
-  layers: { digest: string; size: number; mediaType: string; diffId: string; uncompressedSize: number }[];
 }
 
-/** Makes (or re-makes) the demo image in `strata` and saves it to `archive`. */
+/**
+ * Builds `contextDir`'s Dockerfile into `strata` as {@link DEMO_REF} and
+ * saves it (docker format) to `archive`, written atomically.
+ */
 export async function runDemo(strata: Strata, contextDir: string, archive: string, env: NodeJS.ProcessEnv): Promise<DemoResult> {
-  const plan = await planDemo(contextDir);
-  const epoch = sourceDateEpoch(env) ?? plan.newestMtime;
-  const tar = tarFromChangeset({ entries: [...plan.entries.values()], deletions: [], opaqueDirs: [] }, { sourceDateEpoch: epoch });
-
-  const previous = await strata.images.resolve(DEMO_REF).then((image) => image.id, () => undefined);
-  const imported = await strata.import(
-    { stream: tar, label: contextDir },
-    { ref: DEMO_REF, changes: plan.changes, message: 'strata demo: the COPY steps of testdata/sample-app/Dockerfile as one layer', sourceDateEpoch: epoch },
+  const epoch = sourceDateEpoch(env) ?? (await contextEpoch(contextDir));
+  const previous = await strata.images.resolve(DEMO_REF).then(
+    (image) => image.id,
+    () => undefined,
   );
-  const result: Partial<DemoResult> = { id: imported.id, manifestDigest: imported.manifestDigest, unchanged: previous === imported.id };
-  if (previous !== undefined && previous !== imported.id) {
+  const built = await strata.build({ contextDir, tags: [DEMO_REF], sourceDateEpoch: epoch });
+
+  let replaced: Digest | undefined;
+  if (previous !== undefined && previous !== built.id) {
     // The old image lost its tag to the new one; drop it unless something else still names it.
     const old = await strata.images.resolve(previous).catch(() => undefined);
     if (old && old.repoTags.length === 0 && old.repoDigests.length === 0) {
-      await strata.rmi([previous]);
-      result.replaced = previous;
+      const removal = await strata.rmi([previous]);
+      if (removal.items[0]?.error === undefined) replaced = previous;
     }
   }
 
-  const image = await strata.images.resolve(DEMO_REF);
+  const image = await strata.images.resolve(built.id);
   const sizes = await strata.images.layerSizesOf(image.manifest, image.config);
-  result.layers = image.manifest.layers.map((layer, i) => ({
-    digest: layer.digest,
+  const layers: DemoLayer[] = image.manifest.layers.map((layer, i) => ({
+    digest: layer.digest as Digest,
     size: layer.size,
     mediaType: layer.mediaType,
-    diffId: image.config.rootfs.diff_ids[i]!,
+    diffId: image.config.rootfs.diff_ids[i]! as Digest,
     uncompressedSize: sizes[i]!,
   }));
+  const byDiffId = new Map(layers.map((layer) => [layer.diffId, layer]));
+  const steps = built.steps.map((step): DemoStep => {
+    const out: DemoStep = { instruction: step.instruction.replace(/\\?\s*\n\s*/g, ' ').replace(/\s+/g, ' ').trim(), cached: step.cached };
+    const layer = step.layer !== undefined ? byDiffId.get(step.layer) : undefined;
+    if (layer) out.layer = layer;
+    return out;
+  });
+
   await strata.saveToFile([DEMO_REF], archive, { format: 'docker' });
-  result.archive = archive;
-  result.archiveSize = (await stat(archive)).size;
-  return result as DemoResult;
+  const result: DemoResult = {
+    id: built.id,
+    manifestDigest: built.manifestDigest,
+    sourceDateEpoch: epoch,
+    unchanged: previous === built.id,
+    steps,
+    layers,
+    archive,
+    archiveSize: (await stat(archive)).size,
+  };
+  if (replaced !== undefined) result.replaced = replaced;
+  return result;
+}
+
+/** `text` cut to `width` columns with an ellipsis, then padded to it. */
+function column(text: string, width: number): string {
+  const cut = text.length > width ? `${text.slice(0, width - 1)}…` : text;
+  return cut.padEnd(width);
+}
+
+/** The report {@link registerDemoCommand} prints. */
+export function formatDemo(result: DemoResult, opts: { root: string; rootFlag: string; shownContext: string }): string {
+  const width = Math.min(56, Math.max(...result.steps.map((s) => s.instruction.length)));
+  const numberWidth = String(result.steps.length).length * 2 + 1;
+  const stepLines = result.steps.flatMap((step, i) => {
+    const status = step.instruction.startsWith('FROM ') ? 'base' : step.cached ? 'cached' : 'built';
+    const lines = [`    ${`${i + 1}/${result.steps.length}`.padStart(numberWidth)}  ${column(step.instruction, width)}  ${status}`];
+    const l = step.layer;
+    if (l) {
+      const compression = compressionOfMediaType(l.mediaType) ?? l.mediaType;
+      // Build layers are stored as plain tars unless asked otherwise; then the blob is the tar.
+      const size = compression === 'none' ? `${humanSize(l.size)} tar` : `${humanSize(l.size)} ${compression}, ${humanSize(l.uncompressedSize)} as tar`;
+      lines.push(`    ${' '.repeat(numberWidth)}  layer ${l.digest}  ${size}`);
+    }
+    return lines;
+  });
+  const { rootFlag } = opts;
+  const date = new Date(result.sourceDateEpoch * 1000).toISOString().replace('.000Z', 'Z');
+  const lines = [
+    `Built ${DEMO_REF} from ${opts.shownContext}/Dockerfile${result.unchanged ? ' (unchanged since the last run)' : ''}`,
+    `  image ID:  ${result.id}`,
+    `  manifest:  ${result.manifestDigest}`,
+    `  dated:     ${date} (SOURCE_DATE_EPOCH=${result.sourceDateEpoch})`,
+    `  steps:`,
+    ...stepLines,
+    `  store:     ${opts.root}`,
+    ...(result.replaced ? [`  replaced:  ${result.replaced} (the previous demo image, removed)`] : []),
+    `Saved it to ${result.archive} (${humanSize(result.archiveSize)}, docker format)`,
+    '',
+    'Try next:',
+    `  strata${rootFlag} images`,
+    `  strata${rootFlag} history ${DEMO_REF}`,
+    `  strata${rootFlag} inspect ${DEMO_REF}`,
+    `  strata${rootFlag} build --source-date-epoch ${result.sourceDateEpoch} -t ${DEMO_REF} ${shellWord(opts.shownContext)}   # every step cached, same ID`,
+    `  docker load -i ${shellWord(result.archive)}`,
+    `  skopeo inspect ${shellWord(`oci:${opts.root}:${DEMO_REF}`)}`,
+    `  tar -tvf ${shellWord(result.archive)}`,
+  ];
+  return `${lines.join('\n')}\n`;
 }
 
 /** Registers `strata demo [-o FILE]`. */
 export function registerDemoCommand(program: Command, ctx: CliContext): void {
   program
     .command('demo')
-    .description(`Make an image of the bundled sample app (${DEMO_REF}) and save it to ./${DEMO_ARCHIVE}`)
+    .description(`Build the bundled sample app (${DEMO_REF}) and save it to ./${DEMO_ARCHIVE}`)
     .option('-o, --output <file>', `Where to write the docker archive (default ./${DEMO_ARCHIVE})`)
     .action(async (flags: { output?: string }) => {
       const contextDir = sampleAppDir();
@@ -232,30 +221,14 @@ export function registerDemoCommand(program: Command, ctx: CliContext): void {
       const strata = await openStrata(ctx);
       const archive = resolve(flags.output ?? DEMO_ARCHIVE);
       const result = await runDemo(strata, contextDir, archive, ctx.env);
-
       const root = strata.root;
-      const rootFlag = root === defaultRoot(ctx.env) ? '' : ` --root ${shellWord(root)}`;
-      const shownContext = relative(process.cwd(), contextDir);
-      const lines = [
-        `Made ${DEMO_REF} from ${shownContext.startsWith('..') ? contextDir : shownContext || '.'}${result.unchanged ? ' (unchanged since the last run)' : ''}`,
-        `  image ID:  ${result.id}`,
-        `  manifest:  ${result.manifestDigest}`,
-        `  layers:`,
-        ...result.layers.map(
-          (l) => `    ${l.digest}  ${humanSize(l.size)} ${compressionOfMediaType(l.mediaType) ?? l.mediaType}, ${humanSize(l.uncompressedSize)} as tar (DiffID ${l.diffId})`,
-        ),
-        `  store:     ${root}`,
-        ...(result.replaced ? [`  replaced:  ${result.replaced} (the previous demo image, removed)`] : []),
-        `Saved it to ${result.archive} (${humanSize(result.archiveSize)}, docker format)`,
-        '',
-        'Try next:',
-        `  strata${rootFlag} images`,
-        `  strata${rootFlag} history ${DEMO_REF}`,
-        `  strata${rootFlag} inspect ${DEMO_REF}`,
-        `  docker load -i ${shellWord(result.archive)}`,
-        `  skopeo inspect ${shellWord(`oci:${root}:${DEMO_REF}`)}`,
-        `  tar -tvf ${shellWord(result.archive)}`,
-      ];
-      ctx.stdout.write(`${lines.join('\n')}\n`);
+      const shown = relative(process.cwd(), contextDir);
+      ctx.stdout.write(
+        formatDemo(result, {
+          root,
+          rootFlag: root === defaultRoot(ctx.env) ? '' : ` --root ${shellWord(root)}`,
+          shownContext: shown.startsWith('..') ? contextDir : shown || '.',
+        }),
+      );
     });
 }

@@ -4,9 +4,9 @@
  * not part of it.
  */
 import type { Command } from 'commander';
-import { diff, formatChanges } from '../../container/diff.js';
+import { formatChanges } from '../../container/diff.js';
 import type { CliContext } from '../main.js';
-import { openContainerEngine } from './create.js';
+import { openStrata } from './common.js';
 
 /** Registers `strata diff CONTAINER`. */
 export function registerDiffCommand(program: Command, ctx: CliContext): void {
@@ -16,8 +16,7 @@ export function registerDiffCommand(program: Command, ctx: CliContext): void {
     .description("Inspect changes to files or directories on a container's filesystem")
     .argument('<container>', 'Container name, ID or ID prefix')
     .action(async (name: string) => {
-      const engine = await openContainerEngine(ctx);
-      const container = await engine.containers.get(name);
-      ctx.stdout.write(formatChanges(await diff(container)));
+      const strata = await openStrata(ctx);
+      ctx.stdout.write(formatChanges(await strata.diff(name)));
     });
 }

@@ -4,11 +4,9 @@
  * stdout, as `docker export` writes it.
  */
 import type { Command } from 'commander';
-import { exportContainer } from '../../container/export.js';
 import { writeStreamToFile } from '../../strata.js';
 import type { CliContext } from '../main.js';
-import { refuseTerminalOutput, streamToStdout } from './common.js';
-import { openContainerEngine } from './create.js';
+import { openStrata, refuseTerminalOutput, streamToStdout } from './common.js';
 
 /** Registers `strata export [-o FILE] CONTAINER`. */
 export function registerExportCommand(program: Command, ctx: CliContext): void {
@@ -20,9 +18,9 @@ export function registerExportCommand(program: Command, ctx: CliContext): void {
     .option('-o, --output <file>', 'Write to a file, instead of STDOUT')
     .action(async (name: string, flags: { output?: string }) => {
       if (flags.output === undefined) refuseTerminalOutput(ctx, 'save');
-      const engine = await openContainerEngine(ctx);
-      const container = await engine.containers.get(name);
-      const tar = exportContainer(container);
+      const strata = await openStrata(ctx);
+      // Looked up first, so that a missing container is an error before -o's file is touched.
+      const tar = strata.exportContainer(await strata.container(name));
       if (flags.output !== undefined) await writeStreamToFile(tar, flags.output);
       else await streamToStdout(ctx, tar);
     });

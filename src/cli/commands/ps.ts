@@ -9,7 +9,7 @@ import { containerCommand } from '../../container/run.js';
 import type { ImageStore } from '../../image/image-store.js';
 import { ellipsis, humanDuration, renderTable, truncateId } from '../../image/views.js';
 import type { CliContext } from '../main.js';
-import { openContainerEngine } from './create.js';
+import { openStrata } from './common.js';
 
 interface PsFlags {
   all?: boolean;
@@ -66,9 +66,9 @@ export function registerPsCommand(program: Command, ctx: CliContext): void {
     .option('-q, --quiet', 'Only display container IDs')
     .option('--no-trunc', "Don't truncate output")
     .action(async (flags: PsFlags) => {
-      const engine = await openContainerEngine(ctx);
+      const strata = await openStrata(ctx);
       const noTrunc = flags.trunc === false;
-      const containers = await engine.containers.list({ all: flags.all === true });
+      const containers = await strata.listContainers({ all: flags.all === true });
       const id = (c: Container): string => (noTrunc ? c.id : c.id.slice(0, 12));
       if (flags.quiet) {
         ctx.stdout.write(containers.map((c) => `${id(c)}\n`).join(''));
@@ -79,7 +79,7 @@ export function registerPsCommand(program: Command, ctx: CliContext): void {
       for (const container of containers) {
         rows.push([
           id(container),
-          await imageColumn(engine.containers.images, container, noTrunc),
+          await imageColumn(strata.images, container, noTrunc),
           commandColumn(container, noTrunc),
           `${humanDuration(now - Date.parse(container.record.Created))} ago`,
           containerStatus(container, now),

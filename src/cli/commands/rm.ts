@@ -6,8 +6,7 @@
  */
 import type { Command } from 'commander';
 import type { CliContext } from '../main.js';
-import { failWith, messageOf } from './common.js';
-import { openContainerEngine } from './create.js';
+import { failWith, messageOf, openStrata } from './common.js';
 
 /** Registers `strata rm [-f] [-v] CONTAINER...`. */
 export function registerRmCommand(program: Command, ctx: CliContext): void {
@@ -19,11 +18,11 @@ export function registerRmCommand(program: Command, ctx: CliContext): void {
     .option('-f, --force', 'Force the removal of a running container (kills it)')
     .option('-v, --volumes', 'Remove anonymous volumes associated with the container')
     .action(async (containers: string[], flags: { force?: boolean; volumes?: boolean }) => {
-      const engine = await openContainerEngine(ctx);
+      const strata = await openStrata(ctx);
       const errors: string[] = [];
       for (const container of containers) {
         try {
-          await engine.remove(container, { force: flags.force === true, volumes: flags.volumes === true });
+          await strata.removeContainer(container, { force: flags.force === true, volumes: flags.volumes === true });
           ctx.stdout.write(`${container}\n`);
         } catch (err) {
           errors.push(messageOf(err));

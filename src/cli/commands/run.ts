@@ -13,7 +13,8 @@ import type { Command } from 'commander';
 import type { StartResult } from '../../container/run.js';
 import { ContainerRuntimeError } from '../../runtime/run.js';
 import { CliError, type CliContext } from '../main.js';
-import { addCreateOptions, createOptionsFrom, openContainerEngine, type CreateFlags } from './create.js';
+import { openStrata } from './common.js';
+import { addCreateOptions, createOptionsFrom, type CreateFlags } from './create.js';
 
 const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 
@@ -99,12 +100,12 @@ export function registerRunCommand(program: Command, ctx: CliContext): void {
     program.command('run').usage('[OPTIONS] IMAGE [COMMAND] [ARG...]').description('Create and run a new container from an image (attached)'),
   ).option('-i, --interactive', 'Keep STDIN open and pass it to the container');
   command.action(async (image: string, args: string[], flags: CreateFlags & { interactive?: boolean }) => {
-    const engine = await openContainerEngine(ctx);
+    const strata = await openStrata(ctx);
     const signals = forwardSignals();
     const stderr = new StderrTail(ctx.stderr);
     let result: StartResult;
     try {
-      result = await engine.run(image, {
+      result = await strata.run(image, {
         ...createOptionsFrom(ctx, flags, args),
         stdout: ctx.stdout,
         stderr,

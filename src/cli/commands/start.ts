@@ -15,8 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { Option, type Command } from 'commander';
 import type { StartResult } from '../../container/run.js';
 import type { CliContext } from '../main.js';
-import { failWith, messageOf } from './common.js';
-import { openContainerEngine } from './create.js';
+import { failWith, messageOf, openStrata } from './common.js';
 import { exitWith, forwardSignals, runtimeFailure, StderrTail } from './run.js';
 
 interface StartFlags {
@@ -74,8 +73,8 @@ async function supervise(ctx: CliContext, container: string): Promise<void> {
     report.end(`${line.replace(/\s*\n\s*/g, '; ')}\n`);
   };
   try {
-    const engine = await openContainerEngine(ctx);
-    await engine.start(container, { attach: false, onStarted: () => tell('started') });
+    const strata = await openStrata(ctx);
+    await strata.start(container, { attach: false, onStarted: () => tell('started') });
     // It ran, if too briefly for its pid to be seen.
     tell('started');
   } catch (err) {
@@ -101,12 +100,12 @@ export function registerStartCommand(program: Command, ctx: CliContext): void {
       }
       if (flags.attach || flags.interactive) {
         if (containers.length > 1) throw new Error('you cannot start and attach multiple containers at once');
-        const engine = await openContainerEngine(ctx);
+        const strata = await openStrata(ctx);
         const signals = forwardSignals();
         const stderr = new StderrTail(ctx.stderr);
         let result: StartResult;
         try {
-          result = await engine.start(containers[0]!, {
+          result = await strata.start(containers[0]!, {
             stdout: ctx.stdout,
             stderr,
             stdin: flags.interactive ? 'inherit' : null,

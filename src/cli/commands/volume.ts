@@ -12,8 +12,7 @@ import { writeStreamToFile } from '../../strata.js';
 import { VolumeRemoveError } from '../../volume/volume-store.js';
 import { formatJson, humanSize } from '../output.js';
 import type { CliContext } from '../main.js';
-import { collect, failWith, isTerminal, messageOf, refuseTerminalOutput, statInput, streamToStdout } from './common.js';
-import { openContainerEngine } from './create.js';
+import { collect, failWith, isTerminal, messageOf, openStrata, refuseTerminalOutput, statInput, streamToStdout } from './common.js';
 
 const PRUNE_ANONYMOUS_WARNING = `WARNING! This will remove anonymous local volumes not used by at least one container.
 Are you sure you want to continue?`;
@@ -61,7 +60,7 @@ export function registerVolumeCommands(program: Command, ctx: CliContext): void 
     .option('--label <label>', 'Set metadata for a volume (KEY=VALUE)', collect)
     .option('-o, --opt <option>', 'Set driver specific options (KEY=VALUE)', collect)
     .action(async (name: string | undefined, flags: { driver: string; label?: string[]; opt?: string[] }) => {
-      const { volumes } = await openContainerEngine(ctx);
+      const { volumes } = await openStrata(ctx);
       const info = await volumes.create(name, { driver: flags.driver, labels: keyValues(flags.label, 'label'), options: keyValues(flags.opt, 'option') });
       ctx.stdout.write(`${info.name}\n`);
     });
@@ -74,7 +73,7 @@ export function registerVolumeCommands(program: Command, ctx: CliContext): void 
     .option('-q, --quiet', 'Only display volume names')
     .option('-f, --filter <filter>', "Provide filter values (e.g. 'dangling=true', 'name=data', 'label=k=v')", collect)
     .action(async (flags: { quiet?: boolean; filter?: string[] }) => {
-      const { volumes } = await openContainerEngine(ctx);
+      const { volumes } = await openStrata(ctx);
       const list = await volumes.list({ filters: flags.filter ?? [] });
       if (flags.quiet) {
         ctx.stdout.write(list.map((v) => `${v.name}\n`).join(''));
@@ -89,7 +88,7 @@ export function registerVolumeCommands(program: Command, ctx: CliContext): void 
     .description('Display detailed information on one or more volumes')
     .argument('<name...>', 'Volume names')
     .action(async (names: string[]) => {
-      const { volumes } = await openContainerEngine(ctx);
+      const { volumes } = await openStrata(ctx);
       const found = [];
       const errors: string[] = [];
       for (const name of names) {
@@ -111,7 +110,7 @@ export function registerVolumeCommands(program: Command, ctx: CliContext): void 
     .argument('<name...>', 'Volume names')
     .option('-f, --force', 'Do not fail on volumes that do not exist')
     .action(async (names: string[], flags: { force?: boolean }) => {
-      const { volumes } = await openContainerEngine(ctx);
+      const { volumes } = await openStrata(ctx);
       const errors: string[] = [];
       for (const name of names) {
         try {
@@ -138,7 +137,7 @@ export function registerVolumeCommands(program: Command, ctx: CliContext): void 
     .option('-f, --force', 'Do not prompt for confirmation')
     .option('--filter <filter>', "Provide filter values (e.g. 'label=<key>=<value>')", collect)
     .action(async (flags: { all?: boolean; force?: boolean; filter?: string[] }) => {
-      const { volumes } = await openContainerEngine(ctx);
+      const { volumes } = await openStrata(ctx);
       let reclaimed = 0;
       if (flags.force || (await confirm(ctx, flags.all ? PRUNE_ALL_WARNING : PRUNE_ANONYMOUS_WARNING))) {
         const report = await volumes.prune({ all: flags.all === true, filters: flags.filter ?? [] });
@@ -158,7 +157,7 @@ export function registerVolumeCommands(program: Command, ctx: CliContext): void 
     .option('-o, --output <file>', 'Write to a file, instead of STDOUT')
     .action(async (name: string, flags: { output?: string }) => {
       if (flags.output === undefined) refuseTerminalOutput(ctx, 'save');
-      const { volumes } = await openContainerEngine(ctx);
+      const { volumes } = await openStrata(ctx);
       await volumes.get(name);
       const tar = volumes.exportTar(name);
       if (flags.output !== undefined) await writeStreamToFile(tar, flags.output);
@@ -180,7 +179,7 @@ export function registerVolumeCommands(program: Command, ctx: CliContext): void 
         await statInput(file);
         input = createReadStream(file);
       }
-      const { volumes } = await openContainerEngine(ctx);
+      const { volumes } = await openStrata(ctx);
       await volumes.importTar(name, input);
     });
 }
