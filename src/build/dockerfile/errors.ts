@@ -4,8 +4,10 @@
  * prints them: `Dockerfile:3: unknown instruction: FOO`.
  */
 
-/** A Dockerfile that Docker would refuse, located at a line. */
-export class DockerfileError extends Error {
+import { StrataError } from '../../content/errors.js';
+
+/** A Dockerfile that Docker would refuse, located at a line (code `DOCKERFILE_INVALID`). */
+export class DockerfileError extends StrataError {
   /** 1-based line where the offending instruction starts. */
   readonly line: number;
   /** 1-based line where the offending instruction ends (same as `line` for one-liners). */
@@ -18,7 +20,7 @@ export class DockerfileError extends Error {
   constructor(detail: string, line: number, opts: { endLine?: number; filename?: string } = {}) {
     const filename = opts.filename ?? 'Dockerfile';
     const at = Math.max(1, line);
-    super(`${filename}:${at}: ${detail}`);
+    super('DOCKERFILE_INVALID', `${filename}:${at}: ${detail}`);
     this.name = 'DockerfileError';
     this.line = at;
     this.endLine = Math.max(at, opts.endLine ?? at);
