@@ -23,7 +23,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
-import { createReadStream } from 'node:fs';
+import { createReadStream, lstatSync, readdirSync } from 'node:fs';
 import { lstat, readdir, readFile, readlink, realpath } from 'node:fs/promises';
 import { isAbsolute, join, posix, relative, resolve } from 'node:path';
 import { StrataError } from '../content/errors.js';
@@ -89,8 +89,14 @@ const TYPE_BITS: Record<string, number> = {
   block: 0o060000,
   fifo: 0o010000,
 };
-/** lstat calls issued at once while walking a directory. */
-const STAT_BATCH = 64;
+/** lstat calls made between two yields to the event loop while walking a directory. */
+const STAT_BATCH = 256;
+
+/** One entry of a directory listing; `stats` is undefined when it is excluded or gone. */
+interface ListedChild {
+  rel: string;
+  stats: BigIntStats | undefined;
+}
 /** Files hashed at once while hashing a directory source. */
 const HASH_CONCURRENCY = 8;
 /** Symlinks followed in one lookup before giving up, as Linux does. */
@@ -189,6 +195,11 @@ export class BuildContext {
   private readonly hashes = new Map<string, Promise<string | undefined>>();
   private inodeFirst: Promise<Map<string, string>> | undefined;
   private xattrs: Promise<Map<string, Record<string, Buffer>> | undefined> | undefined;
+  /**
+   * Directory listings, read once per build: every COPY of the build sees the
+   * same context, as Docker's, sent once, would be.
+   */
+  private readonly listings = new Map<string, Promise<ListedChild[]>>();
   private dirty = false;
 
   private constructor(
@@ -403,31 +414,45 @@ export class BuildContext {
   }
 
   /**
+   * The visible children of directory `dir`, in byte order, with their
+   * lstats. Synchronous calls in slices: an unchanged rebuild is mostly this,
+   * and a thread-pool round trip per lstat costs more than the lstat.
+   */
+  private async listDir(dir: string): Promise<ListedChild[]> {
+    let names: string[];
+    try {
+      names = readdirSync(this.hostPath(dir)).sort(compareNames);
+    } catch (err) {
+      const code = errnoOf(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+      throw err;
+    }
+    const children: ListedChild[] = [];
+    for (let i = 0; i < names.length; i++) {
+      const child = dir === '' ? names[i]! : `${dir}/${names[i]!}`;
+      const stats = lstatSync(this.hostPath(child), { bigint: true, throwIfNoEntry: false });
+      children.push({ rel: child, stats: stats !== undefined && this.visible(child, stats.isDirectory()) ? stats : undefined });
+      // Let other work (a layer being written) run between slices.
+      if ((i + 1) % STAT_BATCH === 0) await new Promise((resume) => setImmediate(resume));
+    }
+    return children;
+  }
+
+  /**
    * Every visible path below `rel` (not `rel` itself), context-relative, in
    * Go's filepath.Walk order (byte order, parents first); symlinks are not
    * followed.
    */
   async *walkPaths(rel: string): AsyncGenerator<{ rel: string; isDir: boolean; stats: BigIntStats }> {
-    type Child = { rel: string; stats: BigIntStats | undefined };
-    const list = async (dir: string): Promise<Child[]> => {
-      let names: string[];
-      try {
-        names = (await readdir(this.hostPath(dir))).sort(compareNames);
-      } catch (err) {
-        const code = errnoOf(err);
-        if (code === 'ENOENT' || code === 'ENOTDIR') return [];
-        throw err;
+    const list = (dir: string): Promise<ListedChild[]> => {
+      let pending = this.listings.get(dir);
+      if (pending === undefined) {
+        pending = this.listDir(dir);
+        this.listings.set(dir, pending);
       }
-      // The lstats of one directory run together; an unchanged rebuild is mostly this.
-      const children: Child[] = [];
-      for (let i = 0; i < names.length; i += STAT_BATCH) {
-        const batch = names.slice(i, i + STAT_BATCH).map((name) => (dir === '' ? name : `${dir}/${name}`));
-        const stats = await Promise.all(batch.map((child) => this.visibleStats(child)));
-        batch.forEach((child, j) => children.push({ rel: child, stats: stats[j] }));
-      }
-      return children;
+      return pending;
     };
-    const stack: { children: Child[]; next: number }[] = [{ children: await list(rel), next: 0 }];
+    const stack: { children: ListedChild[]; next: number }[] = [{ children: await list(rel), next: 0 }];
     while (stack.length > 0) {
       const frame = stack[stack.length - 1]!;
       if (frame.next >= frame.children.length) {

@@ -38,7 +38,7 @@ import { makeLayer, recordForBlob } from '../layer/make.js';
 import { checkRuntimeUsable, findRuntime, RuntimeUnavailableError, type RuntimeInfo } from '../runtime/detect.js';
 import { overlaySupported } from '../runtime/overlay.js';
 import { DEFAULT_PATH_ENV } from '../runtime/spec.js';
-import { MergedView } from '../snapshot/merged.js';
+import { MergedView, indexChangeset, type LayerIndex, type ViewLayer } from '../snapshot/merged.js';
 import { Snapshotter } from '../snapshot/snapshotter.js';
 import type { Changeset } from '../tar/changeset.js';
 import { compareNames } from '../tar/entry.js';
@@ -326,6 +326,8 @@ class Builder {
   private readonly cache: BuildCache;
   private readonly snapshotter: Snapshotter;
   private readonly views = new Map<string, MergedView>();
+  /** Layers this build made from COPY/ADD/WORKDIR changesets, known entry by entry, by ChainID. */
+  private readonly layerIndexes = new Map<string, LayerIndex>();
   private readonly stageStates = new Map<number, StageState>();
   private readonly steps: BuildStepResult[] = [];
   private readonly epoch: number | undefined;
@@ -635,13 +637,31 @@ class Builder {
     return out;
   }
 
-  private async viewOf(state: StageState): Promise<MergedView> {
+  /**
+   * The merged view of `state`'s layers. `onDisk` is for a view whose files
+   * are read (COPY --from): every layer unpacked, none indexed.
+   */
+  private async viewOf(state: StageState, onDisk = false): Promise<MergedView> {
     const top = state.layers.at(-1)?.chainId;
     if (top === undefined) return new MergedView([]);
-    let view = this.views.get(top);
+    const key = onDisk ? `disk:${top}` : top;
+    let view = this.views.get(key);
     if (view === undefined) {
-      view = new MergedView(await this.snapshotter.lowerDirs(top, this.opts.signal ? { signal: this.opts.signal } : {}));
-      this.views.set(top, view);
+      // Layers this build just made are looked at from memory: COPY only needs names and metadata, not an unpack.
+      const layers: ViewLayer[] = [];
+      let below: string | undefined;
+      for (let i = state.layers.length - 1; i >= 0; i--) {
+        const chainId = state.layers[i]!.chainId;
+        const index = onDisk ? undefined : this.layerIndexes.get(chainId);
+        if (index === undefined) {
+          below = chainId;
+          break;
+        }
+        layers.push(index);
+      }
+      if (below !== undefined) layers.push(...(await this.snapshotter.lowerDirs(below, this.opts.signal ? { signal: this.opts.signal } : {})));
+      view = new MergedView(layers);
+      this.views.set(key, view);
     }
     return view;
   }
@@ -868,8 +888,12 @@ class Builder {
 
   // ------------------------------------------------------------ file system steps
 
-  /** Stores a changeset as a layer on top of `state` (null for an empty one). */
-  private async layerFrom(state: StageState, changeset: Changeset): Promise<CachedLayer | null> {
+  /**
+   * Stores a changeset as a layer on top of `state` (null for an empty one).
+   * With `indexed`, later steps of this build see the layer through an
+   * in-memory index of the changeset rather than its unpacked snapshot.
+   */
+  private async layerFrom(state: StageState, changeset: Changeset, indexed = false): Promise<CachedLayer | null> {
     if (isEmptyChangeset(changeset)) return null;
     const parent = state.layers.at(-1)?.chainId;
     const record = await makeLayer(
@@ -883,6 +907,11 @@ class Builder {
         ...(this.epoch !== undefined ? { sourceDateEpoch: this.epoch } : {}),
       },
     );
+    if (indexed && !this.layerIndexes.has(record.chainId)) {
+      const chainId = record.chainId;
+      const index = indexChangeset(changeset, () => this.snapshotter.ensure(chainId), this.epoch !== undefined ? { sourceDateEpoch: this.epoch } : {});
+      if (index !== undefined) this.layerIndexes.set(chainId, index);
+    }
     return { chainId: record.chainId, diffId: record.diffId, digest: record.digest, size: record.size, mediaType: record.mediaType };
   }
 
@@ -896,7 +925,7 @@ class Builder {
       { WORKDIR: path, text },
       async () => {
         const view = await this.viewOf(state);
-        const layer = await this.layerFrom(state, await workdirChangeset(view, path, this.copyMtime));
+        const layer = await this.layerFrom(state, await workdirChangeset(view, path, this.copyMtime), true);
         const config = this.commit(
           state,
           (c) => {
@@ -977,7 +1006,7 @@ class Builder {
       case 'stage': {
         const stage = this.stageStates.get(source.index);
         if (stage === undefined) throw new BuildError(`stage ${instruction.from} is not built before it is used`);
-        return this.viewOf(stage);
+        return this.viewOf(stage, true);
       }
       case 'image': {
         const image = await this.resolveImage(source.ref, undefined);
@@ -1069,7 +1098,7 @@ class Builder {
             mtime: this.copyMtime,
             tempDir: stepTemp,
           });
-          const layer = await this.layerFrom(state, changeset);
+          const layer = await this.layerFrom(state, changeset, true);
           const config = this.commit(state, () => undefined, { createdBy: text, ...(layer ? { layerDiffId: layer.diffId } : {}) });
           return { config, layer };
         },

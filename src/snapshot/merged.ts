@@ -24,6 +24,7 @@ import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StrataError } from '../content/errors.js';
+import type { Changeset } from '../tar/changeset.js';
 import { compareNames, type EntryHeader } from '../tar/entry.js';
 import { readTreeXattrs, statsToHeader } from '../tar/walk.js';
 import { errnoOf, lstatOrUndefined } from '../util/fs.js';
@@ -61,9 +62,12 @@ export interface MergedNode {
   rel: string;
   /** Index (top = 0) of the layer whose instance is visible; -1 for the root of an empty stack. */
   layer: number;
-  /** Host path of the visible instance; undefined for the root of an empty stack. */
+  /**
+   * Host path of the visible instance; undefined for the root of an empty
+   * stack and for an instance in a {@link LayerIndex} not yet unpacked.
+   */
   hostPath: string | undefined;
-  /** lstat of the visible instance; undefined for the root of an empty stack. */
+  /** lstat of the visible instance; undefined for the root of an empty stack and for an indexed layer's instance. */
   stats: Stats | undefined;
   /** The entry as a layer would record it (path = rel; symlinks carry their target). */
   header: EntryHeader;
@@ -237,28 +241,129 @@ export async function listInLayers(
   return [...seen].sort(compareNames);
 }
 
+/**
+ * A layer known entry by entry (say, one a build has just made from a
+ * changeset), standing in for its unpacked snapshot directory: lookups are
+ * answered from memory, and the directory is only asked for (and unpacked)
+ * when file contents or extended attributes are needed.
+ */
+export interface LayerIndex {
+  /** Every entry as an unpacked snapshot's lstat would show it (see {@link indexChangeset}), by relative path. */
+  readonly entries: ReadonlyMap<string, EntryHeader>;
+  /** Directories marked opaque in the layer. */
+  readonly opaqueDirs: ReadonlySet<string>;
+  /** The layer's snapshot directory, unpacked on first call. */
+  materialize(): Promise<string>;
+}
+
+/** A layer of a {@link MergedView}: an overlay-format directory, or a {@link LayerIndex}. */
+export type ViewLayer = string | LayerIndex;
+
+/**
+ * The {@link LayerIndex} of a layer made from `changeset`, or undefined when
+ * the changeset has something whose unpacked form is not known exactly from
+ * its header (deletions, hardlinks, whiteout-like devices, implicit parent
+ * directories) or when not running as root (owners would not be kept): such
+ * layers are looked at through their unpacked snapshot instead.
+ *
+ * Headers are normalized the way writing and unpacking changes them: mtimes
+ * truncated to whole seconds and clamped to `sourceDateEpoch`, symlinks mode
+ * 0777, no names, xattrs or access times.
+ */
+export function indexChangeset(
+  changeset: Changeset,
+  materialize: () => Promise<string>,
+  opts: { sourceDateEpoch?: number } = {},
+): LayerIndex | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  if (changeset.deletions.length > 0) return undefined;
+  const entries = new Map<string, EntryHeader>();
+  for (const { header } of changeset.entries) {
+    if (header.type === 'hardlink') return undefined;
+    if (header.type === 'char' && (header.devmajor ?? 0) === 0 && (header.devminor ?? 0) === 0) return undefined;
+    if (header.path === '' || entries.has(header.path)) return undefined;
+    const mtime = Math.floor(opts.sourceDateEpoch === undefined ? header.mtime : Math.min(header.mtime, opts.sourceDateEpoch));
+    const normalized: EntryHeader = {
+      path: header.path,
+      type: header.type,
+      mode: header.type === 'symlink' ? 0o777 : header.mode & 0o7777,
+      uid: header.uid,
+      gid: header.gid,
+      mtime,
+      size: header.type === 'file' ? header.size : 0,
+    };
+    if (header.type === 'symlink') normalized.linkname = header.linkname ?? '';
+    if (header.type === 'char' || header.type === 'block') {
+      normalized.devmajor = header.devmajor ?? 0;
+      normalized.devminor = header.devminor ?? 0;
+    }
+    entries.set(header.path, normalized);
+  }
+  // An unlisted parent would be made by the unpack with a mode and time no header says.
+  for (const path of entries.keys()) {
+    const slash = path.lastIndexOf('/');
+    if (slash >= 0 && entries.get(path.slice(0, slash))?.type !== 'directory') return undefined;
+  }
+  const opaqueDirs = new Set<string>();
+  for (const dir of changeset.opaqueDirs) {
+    const rel = dir === '.' ? '' : dir;
+    if (rel === '' || entries.get(rel)?.type !== 'directory') return undefined;
+    opaqueDirs.add(rel);
+  }
+  let dir: Promise<string> | undefined;
+  return {
+    entries,
+    opaqueDirs,
+    materialize: () => {
+      dir ??= materialize();
+      dir.catch(() => (dir = undefined));
+      return dir;
+    },
+  };
+}
+
 /** The merged, read-only tree of a stack of overlay-format layer directories. */
 export class MergedView {
-  /** Layer directories, topmost first. */
-  readonly layers: readonly string[];
+  /** Layers, topmost first. */
+  readonly layers: readonly ViewLayer[];
   private readonly nodes = new Map<string, Promise<MergedNode | undefined>>();
   private readonly access: LayerAccess = {
     hostPath: (layer, rel) => this.hostPathOf(layer, rel),
     isOpaque: (layer, rel) => this.isOpaque(layer, rel),
   };
 
-  /** @param layers the layer directories, topmost first; empty for an empty tree (`FROM scratch`). */
-  constructor(layers: readonly string[]) {
+  /**
+   * @param layers the layer directories (or indexes standing in for them),
+   *   topmost first; empty for an empty tree (`FROM scratch`).
+   */
+  constructor(layers: readonly ViewLayer[]) {
     this.layers = [...layers];
   }
 
-  /** Host path of `rel` in layer `layer`. */
+  /** Host path of `rel` in directory layer `layer`. */
   private hostPathOf(layer: number, rel: string): string {
-    return rel === '' ? this.layers[layer]! : join(this.layers[layer]!, rel);
+    const dir = this.layers[layer]!;
+    if (typeof dir !== 'string') throw new Error(`layer ${layer} of the view is an index, not a directory`);
+    return rel === '' ? dir : join(dir, rel);
+  }
+
+  /** The directory of layer `layer`, unpacking an indexed one. */
+  private async dirOf(layer: number): Promise<string> {
+    const source = this.layers[layer]!;
+    return typeof source === 'string' ? source : source.materialize();
+  }
+
+  /** Host path of the visible instance of `node`, unpacking its layer if it is an indexed one. */
+  private async hostPathOfNode(node: MergedNode): Promise<string | undefined> {
+    if (node.hostPath !== undefined || node.layer < 0) return node.hostPath;
+    const dir = await this.dirOf(node.layer);
+    return node.rel === '' ? dir : join(dir, node.rel);
   }
 
   private async isOpaque(layer: number, rel: string): Promise<boolean> {
-    const xattrs = (await layerXattrs(this.layers[layer]!)).get(rel);
+    const source = this.layers[layer]!;
+    if (typeof source !== 'string') return source.opaqueDirs.has(rel);
+    const xattrs = (await layerXattrs(source)).get(rel);
     if (xattrs === undefined) return false;
     return OPAQUE_XATTRS.some((name) => xattrs[name]?.toString('latin1') === 'y');
   }
@@ -275,7 +380,7 @@ export class MergedView {
    */
   async xattrs(node: MergedNode): Promise<Record<string, Buffer> | undefined> {
     if (node.layer < 0) return undefined;
-    return (await layerXattrs(this.layers[node.layer]!)).get(node.rel);
+    return (await layerXattrs(await this.dirOf(node.layer))).get(node.rel);
   }
 
   /** The root of the merged tree. */
@@ -313,8 +418,13 @@ export class MergedView {
         merge.push(layer);
         if (layer < this.layers.length - 1 && (await this.isOpaque(layer, ''))) break;
       }
-      const stats = await lstat(this.layers[0]!);
-      return this.makeNode('', 0, this.layers[0]!, stats, merge);
+      const top = this.layers[0]!;
+      if (typeof top !== 'string') {
+        // Nothing reads the root's own metadata from a view; an indexed layer's root is a plain directory.
+        return { rel: '', layer: 0, hostPath: undefined, stats: undefined, header: { path: '', type: 'directory', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0 }, merge };
+      }
+      const stats = await lstat(top);
+      return this.makeNode('', 0, top, stats, merge);
     }
     const slash = rel.lastIndexOf('/');
     const parent = await this.lookup(slash < 0 ? '' : rel.slice(0, slash));
@@ -325,8 +435,33 @@ export class MergedView {
   /** The entry `rel` of directory `parent`, bypassing the cache. */
   private async childNode(parent: MergedNode, rel: string): Promise<MergedNode | undefined> {
     if (parent.header.type !== 'directory') return undefined;
-    const entry = await lookupInLayers(this.access, parent.merge, rel);
-    return entry && this.makeNode(rel, entry.layer, entry.hostPath, entry.stats, entry.merge);
+    const layers = parent.merge;
+    const indexed = layers.findIndex((layer) => typeof this.layers[layer] !== 'string');
+    if (indexed < 0) {
+      const entry = await lookupInLayers(this.access, layers, rel);
+      return entry && this.makeNode(rel, entry.layer, entry.hostPath, entry.stats, entry.merge);
+    }
+    // The same rules as lookupInLayers, with indexed layers answered from memory.
+    let found: MergedNode | undefined;
+    for (let i = 0; i < layers.length; i++) {
+      const layer = layers[i]!;
+      const source = this.layers[layer]!;
+      if (typeof source === 'string') {
+        const below = layers.slice(i);
+        const entry = await lookupInLayers(this.access, below, rel);
+        if (entry === undefined) return found;
+        if (found === undefined) return this.makeNode(rel, entry.layer, entry.hostPath, entry.stats, entry.merge);
+        if (entry.stats.isDirectory()) found.merge.push(...entry.merge);
+        return found;
+      }
+      const header = source.entries.get(rel);
+      if (header === undefined) continue;
+      if (header.type !== 'directory') return found ?? { rel, layer, hostPath: undefined, stats: undefined, header, merge: [] };
+      found ??= { rel, layer, hostPath: undefined, stats: undefined, header, merge: [] };
+      found.merge.push(layer);
+      if (i < layers.length - 1 && source.opaqueDirs.has(rel)) return found;
+    }
+    return found;
   }
 
   /**
@@ -426,23 +561,34 @@ export class MergedView {
 
   private async list(node: MergedNode, path = `/${node.rel}`): Promise<string[]> {
     if (node.header.type !== 'directory') throw new MergedPathError('ENOTDIR', 'scandir', path);
-    return listInLayers(this.access, node.merge, node.rel);
+    const indexed = node.merge.findIndex((layer) => typeof this.layers[layer] !== 'string');
+    if (indexed < 0) return listInLayers(this.access, node.merge, node.rel);
+    // Listing an indexed layer means scanning its entries: rare (COPY reads destinations by name), so unpack instead.
+    const dirs = await Promise.all(node.merge.map((layer) => this.dirOf(layer)));
+    const access: LayerAccess = {
+      hostPath: (layer, rel) => (rel === '' ? dirs[node.merge.indexOf(layer)]! : join(dirs[node.merge.indexOf(layer)]!, rel)),
+      isOpaque: (layer, rel) => this.isOpaque(layer, rel),
+    };
+    return listInLayers(access, node.merge, node.rel);
   }
 
   /** A stream of the regular file at `path` (a final symlink followed). */
   async createReadStream(path: string): Promise<Readable> {
     const node = await this.existing(path, true, 'open');
     if (node.header.type === 'directory') throw new MergedPathError('EISDIR', 'open', path);
-    if (node.hostPath === undefined || node.header.type !== 'file') throw new MergedPathError('EINVAL', 'open', path);
-    return createReadStream(node.hostPath);
+    const hostPath = await this.hostPathOfNode(node);
+    if (hostPath === undefined || node.header.type !== 'file') throw new MergedPathError('EINVAL', 'open', path);
+    return createReadStream(hostPath);
   }
 
   /** The whole content of a small regular file (e.g. /etc/passwd), or undefined when it is missing or not a file. */
   async readSmallFile(path: string, limit = 16 * 1024 * 1024): Promise<Buffer | undefined> {
     const node = await this.find(path, true);
-    if (node === undefined || node.header.type !== 'file' || node.hostPath === undefined) return undefined;
+    if (node === undefined || node.header.type !== 'file') return undefined;
+    const hostPath = await this.hostPathOfNode(node);
+    if (hostPath === undefined) return undefined;
     if (node.header.size > limit) throw new StrataError('FILE_TOO_LARGE', `${path} is larger than ${limit} bytes`);
-    return readFile(node.hostPath);
+    return readFile(hostPath);
   }
 
   /**
@@ -462,6 +608,8 @@ export class MergedView {
       // Not cached: a long walk would only fill the cache.
       const child = await this.childNode(frame.dir, childRel(frame.dir.rel, frame.names[frame.next++]!));
       if (child === undefined) continue;
+      // A walk is read for contents: give indexed instances their host path.
+      child.hostPath ??= await this.hostPathOfNode(child);
       yield child;
       if (child.header.type === 'directory') stack.push({ dir: child, names: await this.list(child), next: 0 });
     }
