@@ -327,7 +327,7 @@ class LayerApplier {
         await this.clear(path, abs);
         await symlink(header.linkname!, abs);
         await this.chownPath(abs, header);
-        await lutimes(abs, header.atime ?? header.mtime, header.mtime);
+        await lutimes(abs, fsTime(header.atime ?? header.mtime), fsTime(header.mtime));
         break;
       case 'hardlink': {
         await drain(body);
@@ -346,7 +346,7 @@ class LayerApplier {
         await this.special(rawName, abs, header);
         await this.chownPath(abs, header);
         await chmod(abs, header.mode & 0o7777);
-        await lutimes(abs, header.atime ?? header.mtime, header.mtime);
+        await lutimes(abs, fsTime(header.atime ?? header.mtime), fsTime(header.mtime));
         break;
     }
     if (header.xattrs && Object.keys(header.xattrs).length > 0) this.pendingXattrs.set(path, header.xattrs);
@@ -455,7 +455,7 @@ class LayerApplier {
       }
       // After chown, which clears setuid/setgid.
       await handle.chmod(header.mode & 0o7777);
-      await handle.utimes(header.atime ?? header.mtime, header.mtime);
+      await handle.utimes(fsTime(header.atime ?? header.mtime), fsTime(header.mtime));
     } finally {
       await handle.close();
     }
@@ -597,7 +597,7 @@ class LayerApplier {
       const stats = await lstatOrUndefined(abs);
       if (stats === undefined || !stats.isDirectory()) continue;
       await chmod(abs, pending.mode);
-      await lutimes(abs, pending.atime, pending.mtime);
+      await lutimes(abs, fsTime(pending.atime), fsTime(pending.mtime));
     }
   }
 
@@ -756,6 +756,15 @@ for path in sys.stdin.buffer.read().split(b"\\0"):
         sys.stderr.write("%s: %s\\n" % (path.decode("utf-8", "replace"), err.strerror))
 sys.exit(1 if failed else 0)
 `;
+
+/**
+ * A tar time (seconds, maybe negative or fractional) as Node's utimes needs it.
+ * Node takes a negative *number* to mean "now", so every time goes in as a Date,
+ * which keeps pre-1970 mtimes.
+ */
+function fsTime(seconds: number): Date {
+  return new Date(seconds * 1000);
+}
 
 /**
  * Creates overlayfs whiteouts: a character device 0/0 with mode 0 at each
