@@ -5,9 +5,8 @@
  * as it writes — and ends in a {@link LayerRecord}. Nothing holds a whole layer
  * in memory; the pass's memory is a few compression blocks and stream buffers.
  */
-import * as fs from 'node:fs';
 import { open } from 'node:fs/promises';
-import { Transform, Writable, type Readable, type TransformCallback } from 'node:stream';
+import { Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DigestCounter, parseDigest, type Digest } from '../content/digest.js';
 import { BlobNotFoundError, StrataError } from '../content/errors.js';
@@ -15,8 +14,7 @@ import type { Lease } from '../content/lease.js';
 import type { ContentStore } from '../content/store.js';
 import { compressionOfMediaType, layerMediaType, sniffCompression, type Compression } from '../image/mediatypes.js';
 import { tarFromChangeset, type Changeset } from '../tar/changeset.js';
-import { walkTree, type WalkedEntry } from '../tar/walk.js';
-import { packEntries, sourceWithContent, type PackSource } from '../tar/write.js';
+import { tarFromTree } from '../tar/write.js';
 import { chainIdOf } from './chain.js';
 import { createCompressor, createDecompressor } from './compress.js';
 import { LayerRecords, type LayerRecord } from './record.js';
@@ -275,7 +273,7 @@ function openSource(source: LayerSource, opts: MakeLayerOptions): NodeJS.Readabl
   const epochOpts = sourceDateEpoch === undefined ? {} : { sourceDateEpoch };
   if ('dir' in source) {
     if (typeof source.dir !== 'string' || source.dir === '') throw new InvalidLayerSourceError('layer source dir must be a non-empty path');
-    return tarFromTreePrefetching(source.dir, opts.xattrs === true, epochOpts);
+    return tarFromTree(source.dir, { ...epochOpts, xattrs: opts.xattrs === true });
   }
   if (opts.xattrs !== undefined) throw new InvalidLayerSourceError('xattrs applies only to dir sources');
   if ('changeset' in source) return tarFromChangeset(source.changeset, epochOpts);
@@ -283,146 +281,4 @@ function openSource(source: LayerSource, opts: MakeLayerOptions): NodeJS.Readabl
     throw new InvalidLayerSourceError('sourceDateEpoch cannot be applied to an existing tar stream; it is stored byte for byte');
   }
   return source.tar;
-}
-
-/**
- * The same bytes as `tarFromTree(dir)` (same walk, same headers, same packer),
- * but small files are read ahead, several at once, while the packer works on
- * earlier entries. Reading one file at a time costs an open, a read and a close
- * round trip to the thread pool per file with nothing else in flight, which
- * on trees of many small files made the walk, not compression, the bottleneck.
- */
-function tarFromTreePrefetching(dir: string, xattrs: boolean, epochOpts: { sourceDateEpoch?: number }): Readable {
-  return packEntries(prefetchContent(walkTree(dir, xattrs ? { xattrs } : {})), epochOpts);
-}
-
-/** Bounds of {@link prefetchContent}. */
-export interface PrefetchLimits {
-  /** Files up to this size are read whole, ahead of time; larger ones are streamed when their turn comes. */
-  smallFileBytes: number;
-  /** Most bytes of read-ahead content held at once. */
-  maxBytes: number;
-  /** Most entries queued ahead of the packer. */
-  maxEntries: number;
-  /** Most file reads in flight at once. */
-  maxReads: number;
-}
-
-const DEFAULT_PREFETCH: PrefetchLimits = { smallFileBytes: 1024 * 1024, maxBytes: 16 * 1024 * 1024, maxEntries: 1024, maxReads: 16 };
-
-/**
- * Turns walked entries into pack sources in the same order, walking ahead and
- * reading small files concurrently within `limits`. A file that changed size
- * since it was walked yields content of the wrong length, which the packer
- * reports as FileChangedError, exactly as with streamed content. Stopping
- * early (the packer failing or being destroyed) stops the walk.
- * @internal exported for tests.
- */
-export async function* prefetchContent(entries: AsyncIterable<WalkedEntry>, limits: PrefetchLimits = DEFAULT_PREFETCH): AsyncGenerator<PackSource> {
-  const queue: Array<{ source: Promise<PackSource>; bytes: number }> = [];
-  let queuedBytes = 0;
-  let reads = 0;
-  let walkDone = false;
-  let walkError: unknown;
-  let stopped = false;
-  let wakeProducer: (() => void) | undefined;
-  let wakeConsumer: (() => void) | undefined;
-  const signalProducer = (): void => {
-    const wake = wakeProducer;
-    wakeProducer = undefined;
-    wake?.();
-  };
-  const signalConsumer = (): void => {
-    const wake = wakeConsumer;
-    wakeConsumer = undefined;
-    wake?.();
-  };
-
-  const mustWait = (bytes: number): boolean =>
-    queue.length >= limits.maxEntries || (bytes > 0 && (reads >= limits.maxReads || (queue.length > 0 && queuedBytes + bytes > limits.maxBytes)));
-
-  const produce = async (): Promise<void> => {
-    try {
-      for await (const entry of entries) {
-        const { header } = entry;
-        const bytes = header.type === 'file' && header.size > 0 && header.size <= limits.smallFileBytes ? header.size : 0;
-        while (!stopped && mustWait(bytes)) await new Promise<void>((resolve) => (wakeProducer = resolve));
-        if (stopped) return;
-        let source: Promise<PackSource>;
-        if (bytes > 0) {
-          reads++;
-          queuedBytes += bytes;
-          source = readSmallFile(entry).finally(() => {
-            reads--;
-            signalProducer();
-          });
-          // Awaited in order by the consumer; this only keeps an early failure from counting as unhandled.
-          source.catch(() => undefined);
-        } else {
-          source = Promise.resolve(sourceWithContent(entry));
-        }
-        queue.push({ source, bytes });
-        signalConsumer();
-      }
-    } catch (err) {
-      walkError = err;
-    } finally {
-      walkDone = true;
-      signalConsumer();
-    }
-  };
-
-  const producer = produce();
-  try {
-    for (;;) {
-      const item = queue.shift();
-      if (item) {
-        const source = await item.source;
-        queuedBytes -= item.bytes;
-        signalProducer();
-        yield source;
-        continue;
-      }
-      if (walkError !== undefined) throw walkError;
-      if (walkDone) return;
-      await new Promise<void>((resolve) => (wakeConsumer = resolve));
-    }
-  } finally {
-    stopped = true;
-    signalProducer();
-    await producer;
-  }
-}
-
-/**
- * Reads a whole small file, plus one byte to notice growth since the walk.
- * Uses the callback fs API: on trees of many small files the per-call cost of
- * FileHandle objects shows up on the main thread.
- */
-function readSmallFile(entry: WalkedEntry): Promise<PackSource> {
-  const { header, sourcePath } = entry;
-  return new Promise((resolve, reject) => {
-    fs.open(sourcePath, 'r', (openErr, fd) => {
-      if (openErr) return reject(openErr);
-      const buffer = Buffer.allocUnsafe(header.size + 1);
-      const finish = (err: Error | null, filled: number): void => {
-        fs.close(fd, (closeErr) => {
-          const failure = err ?? closeErr;
-          if (failure) return reject(failure);
-          const content = buffer.subarray(0, filled);
-          resolve({ header, content: () => content });
-        });
-      };
-      const readFrom = (filled: number): void => {
-        fs.read(fd, buffer, filled, buffer.length - filled, filled, (readErr, bytesRead) => {
-          if (readErr) return finish(readErr, filled);
-          const total = filled + bytesRead;
-          // A short read of a regular file is its end: no second call just to see 0.
-          if (bytesRead === 0 || total === buffer.length || bytesRead < buffer.length - filled) return finish(null, total);
-          readFrom(total);
-        });
-      };
-      readFrom(0);
-    });
-  });
 }

@@ -4,8 +4,7 @@
  * whatever order the file system lists inodes in.
  */
 import { spawn } from 'node:child_process';
-import type { BigIntStats, Stats } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstatSync, readdirSync, readlinkSync, type BigIntStats, type Stats } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { EntryHeader, EntryType } from './entry.js';
@@ -33,13 +32,27 @@ export interface WalkedEntry {
 }
 
 interface Frame {
-  dir: string;
+  /** The directory's path with a trailing '/', ready to have a name appended. */
+  dirPrefix: string;
   rel: string;
   names: Buffer[];
   next: number;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Longest stretch of synchronous file system work (in ms) before the walk lets
+ * the event loop run. Short enough that timers, I/O callbacks and whoever
+ * consumes the walk (a compressor feeding its threads, say) are not starved.
+ * @internal shared with the tar writer.
+ */
+export const SYNC_SLICE_MS = 1;
+
+/** A macrotask turn, so pending I/O callbacks run between slices of synchronous work. @internal */
+export function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolveTurn) => setImmediate(resolveTurn));
+}
 
 /**
  * Walks `root` depth-first, parents before children, siblings in UTF-8 byte
@@ -51,17 +64,49 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  * live); other I/O errors are thrown. Memory stays flat apart from the sorted
  * listings of the directories on the current path and the inode table of
  * multiply-linked files.
+ *
+ * The listing, lstat and readlink calls are synchronous, made in slices of at
+ * most about {@link SYNC_SLICE_MS} ms between turns of the event loop: on a
+ * tree in the page cache each takes a microsecond or two, against tens of
+ * microseconds for a round trip through the libuv thread pool (which a layer
+ * build also needs for compression). On a slow or remote file system one call
+ * can hold the event loop for as long as that file system takes to answer.
  */
 export async function* walkTree(root: string, opts: WalkOptions = {}): AsyncGenerator<WalkedEntry> {
-  const absRoot = resolve(root);
-  const rootStats = await lstat(absRoot);
-  if (!rootStats.isDirectory()) throw new Error(`walkTree: ${absRoot} is not a directory`);
+  const entries = await openTreeWalk(root, opts);
+  let sliceEnd = performance.now() + SYNC_SLICE_MS;
+  for (const entry of entries) {
+    yield entry;
+    if (performance.now() >= sliceEnd) {
+      await yieldToEventLoop();
+      sliceEnd = performance.now() + SYNC_SLICE_MS;
+    }
+  }
+}
 
+/**
+ * Checks the root and reads its xattrs (the asynchronous part of a walk), then
+ * returns the walk itself as a synchronous iterator: {@link walkTree}'s
+ * entries, for callers that pace the synchronous work themselves.
+ * @internal used by tarFromTree.
+ */
+export async function openTreeWalk(root: string, opts: WalkOptions = {}): Promise<Generator<WalkedEntry, void, undefined>> {
+  const absRoot = resolve(root);
+  const rootStats = lstatSync(absRoot);
+  if (!rootStats.isDirectory()) throw new Error(`walkTree: ${absRoot} is not a directory`);
   const xattrsByPath = opts.xattrs ? await readTreeXattrs(absRoot) : undefined;
+  return walkEntries(absRoot, opts.filter, xattrsByPath);
+}
+
+function* walkEntries(
+  absRoot: string,
+  filter: WalkOptions['filter'],
+  xattrsByPath: Map<string, Record<string, Buffer>> | undefined,
+): Generator<WalkedEntry, void, undefined> {
   const firstPathOfInode = new Map<string, string>();
   const stack: Frame[] = [];
-  const rootNames = await listSorted(absRoot);
-  if (rootNames) stack.push({ dir: absRoot, rel: '', names: rootNames, next: 0 });
+  const rootNames = listSorted(absRoot);
+  if (rootNames) stack.push({ dirPrefix: withSlash(absRoot), rel: '', names: rootNames, next: 0 });
 
   while (stack.length > 0) {
     const frame = stack[stack.length - 1]!;
@@ -74,26 +119,27 @@ export async function* walkTree(root: string, opts: WalkOptions = {}): AsyncGene
     try {
       name = utf8.decode(rawName);
     } catch {
-      throw new Error(`walkTree: file name is not valid UTF-8 and cannot be archived: ${join(frame.dir, rawName.toString('latin1'))}`);
+      throw new Error(`walkTree: file name is not valid UTF-8 and cannot be archived: ${join(frame.dirPrefix, rawName.toString('latin1'))}`);
     }
     const rel = frame.rel === '' ? name : `${frame.rel}/${name}`;
-    const sourcePath = join(frame.dir, name);
+    const sourcePath = frame.dirPrefix + name;
 
-    let stats: BigIntStats;
+    let stats: BigIntStats | undefined;
     try {
-      stats = await lstat(sourcePath, { bigint: true });
+      stats = lstatSync(sourcePath, { bigint: true, throwIfNoEntry: false });
     } catch (err) {
       if (isNotFound(err)) continue;
       throw err;
     }
+    if (stats === undefined) continue;
     const isDir = stats.isDirectory();
-    if (opts.filter && !opts.filter(rel, isDir)) continue;
+    if (filter && !filter(rel, isDir)) continue;
     if (stats.isSocket()) continue;
 
     let linkname: string | undefined;
     if (stats.isSymbolicLink()) {
       try {
-        linkname = await readlink(sourcePath);
+        linkname = readlinkSync(sourcePath);
       } catch (err) {
         if (isNotFound(err)) continue;
         throw err;
@@ -122,10 +168,14 @@ export async function* walkTree(root: string, opts: WalkOptions = {}): AsyncGene
     yield { header, sourcePath };
 
     if (isDir) {
-      const names = await listSorted(sourcePath);
-      if (names && names.length > 0) stack.push({ dir: sourcePath, rel, names, next: 0 });
+      const names = listSorted(sourcePath);
+      if (names && names.length > 0) stack.push({ dirPrefix: withSlash(sourcePath), rel, names, next: 0 });
     }
   }
+}
+
+function withSlash(dir: string): string {
+  return dir.endsWith('/') ? dir : `${dir}/`;
 }
 
 /**
@@ -180,10 +230,10 @@ function mtimeSeconds(stats: Stats | BigIntStats): number {
   return stats.mtimeMs / 1000;
 }
 
-async function listSorted(dir: string): Promise<Buffer[] | undefined> {
+function listSorted(dir: string): Buffer[] | undefined {
   let names: Buffer[];
   try {
-    names = await readdir(dir, { encoding: 'buffer' });
+    names = readdirSync(dir, { encoding: 'buffer' });
   } catch (err) {
     if (isNotFound(err)) return undefined;
     throw err;

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
@@ -11,6 +11,7 @@ import { chainIdOf } from '../../src/layer/chain.js';
 import { InvalidLayerSourceError, makeLayer, recordForBlob } from '../../src/layer/make.js';
 import { LayerRecords } from '../../src/layer/record.js';
 import { readTar } from '../../src/tar/read.js';
+import { tarFromTree } from '../../src/tar/write.js';
 import { hashFile, hashStream, makeTree, sandbox, type Sandbox } from './helpers.js';
 
 let box: Sandbox;
@@ -43,6 +44,22 @@ describe('makeLayer', () => {
     const copy = join(box.dir, 'copy');
     await makeTree(copy);
     expect((await makeLayer(box.store, { dir: copy })).digest).toBe(first.digest);
+  });
+
+  it('stores exactly the tar tarFromTree makes, for many small files and a few large ones', async () => {
+    const tree = join(box.dir, 'tree');
+    await makeTree(tree);
+    for (let d = 0; d < 8; d++) {
+      const dir = join(tree, 'many', `d${d}`);
+      await mkdir(dir, { recursive: true });
+      for (let f = 0; f < 40; f++) await writeFile(join(dir, `f${f}`), `content ${d}/${f}\n`.repeat(f * 7));
+    }
+    await writeFile(join(tree, 'many', 'large.bin'), Buffer.alloc(3 * 1024 * 1024 + 5, 'large'));
+    const reference = await hashStream(tarFromTree(tree));
+    const record = await makeLayer(box.store, { dir: tree });
+    expect(record.diffId).toBe(reference.digest);
+    expect(record.uncompressedSize).toBe(reference.size);
+    expect(sha256Of(gunzipSync(await readFile(box.store.blobPath(record.digest))))).toBe(reference.digest);
   });
 
   it('stores a gzip blob whose content is the tar named by the DiffID, and records it', async () => {

@@ -1,6 +1,10 @@
+import { createHash } from 'node:crypto';
 import { cp, link, mkdir, readFile, stat, symlink, utimes, writeFile, chmod, chown } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import fc from 'fast-check';
+import { pack as tarStreamPack, type Header as TarStreamHeader } from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { EntryHeader } from '../../src/tar/entry.js';
 import { readTar } from '../../src/tar/read.js';
@@ -375,5 +379,243 @@ describe('tarFromTree', () => {
     await link(join(root, 'b', 'beta'), join(root, 'b', 'sub', 'hard'));
     await utimes(join(root, 'b', 'sub'), 1_600_000_000, 1_600_000_000);
     expect(sha256(await collect(tarFromTree(join(root, 'b'))))).toBe(sha256(await collect(tarFromTree(join(root, 'a')))));
+  });
+});
+
+/**
+ * Entries covering every header field and encoding: special mode bits, owner
+ * names, sizes around block boundaries and past an output chunk, each entry
+ * type, wide device numbers, and everything that goes to PAX.
+ */
+function formatFixture(): PackSource[] {
+  const bytes = (size: number, seed: number) => Buffer.from(Array.from({ length: size }, (_, i) => (i * 31 + seed) & 0xff));
+  const sized = (path: string, size: number, seed: number, extra: Partial<EntryHeader> = {}): PackSource => ({
+    header: h(path, 'file', { size, ...extra }),
+    content: () => bytes(size, seed),
+  });
+  return [
+    { header: h('dir', 'directory', { mode: 0o1777, uid: 1000, gid: 1000, uname: 'builder', gname: 'staff' }) },
+    sized('dir/a', 1, 1, { mode: 0o4755, mtime: 1_600_000_000.9 }),
+    sized('dir/b', 511, 2, { mode: 0 }),
+    sized('dir/c', 512, 3),
+    sized('dir/d', 513, 4, { mtime: 0 }),
+    sized('dir/e', 100_000, 5),
+    sized('dir/empty', 0, 6),
+    { header: h('dir/sym', 'symlink', { mode: 0o777, linkname: '../elsewhere' }) },
+    { header: h('dir/hard', 'hardlink', { linkname: 'dir/a' }) },
+    { header: h('fifo', 'fifo', { mode: 0o600 }) },
+    { header: h('null', 'char', { mode: 0o666, devmajor: 1, devminor: 3 }) },
+    { header: h('wide', 'block', { devmajor: 4095, devminor: 1_048_575 }) },
+    { header: h('widest', 'char', { devmajor: 2 ** 30, devminor: 0o7777777 }) },
+    sized(`${'d'.repeat(60)}/${'n'.repeat(60)}`, 7, 7),
+    sized(Array.from({ length: 6 }, (_, i) => `${i}`.repeat(50)).join('/'), 8, 8),
+    { header: h('x'.repeat(180), 'directory') },
+    sized('ünïcødé/日本語/😀', 9, 9, { uname: 'zoë', gname: 'g'.repeat(40) }),
+    sized('big-ids', 10, 10, { uid: 300_000, gid: 2_500_000 }),
+    { header: h('longlink', 'symlink', { linkname: `../${'t'.repeat(150)}` }) },
+    { header: h('uniclink', 'symlink', { linkname: 'é' }) },
+    sized('old', 11, 11, { mtime: -86_400 * 365 }),
+    sized('future', 12, 12, { mtime: 4_102_444_800 }),
+    sized('caps', 13, 13, {
+      xattrs: { 'security.capability': Buffer.from('0100000200200000000000000000000000000000', 'hex'), 'user.bin': Buffer.from([0, 0xff, 0x0a, 0x3d]) },
+    }),
+  ];
+}
+
+describe('byte-exact output', () => {
+  it('writes the bytes it always has: layer digests must not move between versions', async () => {
+    // Pinned from the tar-stream based writer these bytes were first made with.
+    const tar = await pack(formatFixture());
+    expect(tar.length).toBe(128_512);
+    expect(sha256(tar)).toBe('62203ef955c8f10c48c135c22edbe558afa9afdbf96099a328da6ba5df144bc4');
+    expect(sha256(await pack(formatFixture(), { sourceDateEpoch: 1_650_000_000 }))).toBe('2674a961147ac2994a95027a2ec9c0377f865597e107238368801b99a700f0af');
+  });
+
+  it('lays out every header ustar can hold exactly as tar-stream does', async () => {
+    const segment = fc.stringMatching(/^[a-zA-Z0-9._-]{1,40}$/).filter((name) => name !== '.' && name !== '..');
+    const entry = fc.record({
+      segments: fc.array(segment, { minLength: 1, maxLength: 5 }),
+      type: fc.constantFrom(...(['file', 'directory', 'symlink', 'hardlink', 'fifo', 'char', 'block'] as const)),
+      mode: fc.integer({ min: 0, max: 0o7777 }),
+      uid: fc.integer({ min: 0, max: 0o777777 }),
+      gid: fc.integer({ min: 0, max: 0o777777 }),
+      uname: fc.stringMatching(/^[a-z]{0,32}$/),
+      gname: fc.stringMatching(/^[a-z]{0,32}$/),
+      mtime: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+      size: fc.integer({ min: 0, max: 1500 }),
+      linkname: segment,
+      devmajor: fc.integer({ min: 0, max: 0o777777 }),
+      devminor: fc.integer({ min: 0, max: 0o777777 }),
+    });
+    await fc.assert(
+      fc.asyncProperty(entry, async (e) => {
+        const path = e.segments.join('/');
+        if (path.length > 250) return;
+        const isFile = e.type === 'file';
+        const isLink = e.type === 'symlink' || e.type === 'hardlink';
+        const isDevice = e.type === 'char' || e.type === 'block';
+        const header: EntryHeader = {
+          ...h(path, e.type, { mode: e.mode, uid: e.uid, gid: e.gid, uname: e.uname, gname: e.gname, mtime: e.mtime, size: isFile ? e.size : 0 }),
+          ...(isLink ? { linkname: e.linkname } : {}),
+          ...(isDevice ? { devmajor: e.devmajor, devminor: e.devminor } : {}),
+        };
+        const content = Buffer.alloc(header.size, 0x61);
+        const ours = await pack([{ header, ...(isFile ? { content: () => content } : {}) }]);
+
+        const reference = tarStreamPack();
+        const typeOf = { file: 'file', directory: 'directory', symlink: 'symlink', hardlink: 'link', fifo: 'fifo', char: 'character-device', block: 'block-device' } as const;
+        const tsHeader: TarStreamHeader = {
+          name: e.type === 'directory' ? `${path}/` : path,
+          type: typeOf[e.type],
+          // tar-stream would replace a zero mode with its default; file-type bits keep it zero after its 07777 mask.
+          mode: e.mode | 0o100000,
+          uid: e.uid,
+          gid: e.gid,
+          uname: e.uname,
+          gname: e.gname,
+          mtime: new Date(e.mtime * 1000),
+          size: header.size,
+          linkname: isLink ? e.linkname : '',
+          devmajor: isDevice ? e.devmajor : 0,
+          devminor: isDevice ? e.devminor : 0,
+        };
+        if (isFile) reference.entry(tsHeader, content);
+        else reference.entry(tsHeader);
+        reference.finalize();
+        const theirs = await collect(reference as unknown as NodeJS.ReadableStream);
+        expect(ours.toString('hex')).toBe(theirs.toString('hex'));
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('content read from source paths', () => {
+  let root: string;
+  let cleanup: () => Promise<void>;
+  beforeEach(async () => {
+    ({ path: root, cleanup } = await tempDir('strata-content-'));
+  });
+  afterEach(async () => {
+    await cleanup();
+  });
+
+  /** Sizes around block boundaries and the writer's output-chunk sizes and thresholds (powers of two from 64 KiB to 1 MiB). */
+  const SIZES = [1, 511, 512, 513, 65_535, 65_536, 65_537, 131_071, 131_073, 262_143, 262_145, 523_775, 524_287, 524_288, 524_289, 1_048_575, 1_048_577, 3 * 1_048_576 + 7];
+
+  async function sizedTree(dir: string): Promise<void> {
+    await mkdir(join(dir, 'sizes'), { recursive: true });
+    for (const [i, size] of SIZES.entries()) {
+      await writeFile(join(dir, 'sizes', `f${String(i).padStart(2, '0')}`), Buffer.alloc(size, 0x41 + i));
+    }
+    await mkdir(join(dir, 'many'));
+    for (let i = 0; i < 200; i++) await writeFile(join(dir, 'many', `m${String(i).padStart(3, '0')}`), Buffer.alloc((i * 7919) % 150_000, i));
+  }
+
+  /** The walk with every file's content already in memory: what tarFromTree must equal. */
+  async function walkedInMemory(dir: string): Promise<PackSource[]> {
+    const sources: PackSource[] = [];
+    for await (const { header, sourcePath } of walkTree(dir)) {
+      if (header.type !== 'file' || header.size === 0) sources.push({ header });
+      else {
+        const bytes = await readFile(sourcePath);
+        sources.push({ header, content: () => bytes });
+      }
+    }
+    return sources;
+  }
+
+  it('gives the same bytes as in-memory content, for files of every size around chunk boundaries', async () => {
+    await sizedTree(root);
+    const expected = sha256(await pack(await walkedInMemory(root)));
+    expect(sha256(await collect(tarFromTree(root)))).toBe(expected);
+    const byPath: PackSource[] = [];
+    for await (const { header, sourcePath } of walkTree(root)) byPath.push({ header, sourcePath });
+    expect(sha256(await pack(byPath))).toBe(expected);
+  });
+
+  it('fails naming the file when it grew or shrank since its header was made, small or big', async () => {
+    await writeFile(join(root, 'small'), 'now longer than when walked');
+    await writeFile(join(root, 'big'), Buffer.alloc(3 * 1024 * 1024));
+    for (const [name, claimed] of [
+      ['small', 5],
+      ['small', 100],
+      ['big', 3 * 1024 * 1024 - 10],
+      ['big', 3 * 1024 * 1024 + 10],
+    ] as const) {
+      const header = h(name, 'file', { size: claimed });
+      const error = await collect(packEntries([{ header, sourcePath: join(root, name) }])).catch((err: unknown) => err);
+      expect(error).toBeInstanceOf(FileChangedError);
+      expect((error as Error).message).toContain(`${name}: file changed as we read it (header says ${claimed} bytes`);
+    }
+  });
+
+  it('fails with the read error of a file that vanished after the walk', async () => {
+    const header = h('ghost', 'file', { size: 10 });
+    await expect(collect(packEntries([{ header, sourcePath: join(root, 'ghost') }]))).rejects.toThrow(/ENOENT/);
+  });
+
+  it('does not follow a file that became a symlink, nor hang on one that became a FIFO', async () => {
+    await writeFile(join(root, 'secret'), 'not for the layer');
+    await symlink(join(root, 'secret'), join(root, 'swapped'));
+    const swapped = packEntries([{ header: h('swapped', 'file', { size: 17 }), sourcePath: join(root, 'swapped') }]);
+    const error = await collect(swapped).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(FileChangedError);
+    expect((error as Error).message).toMatch(/swapped: file changed as we read it \(.*is now a symlink, which is not followed\)/);
+
+    run('mkfifo', [join(root, 'fifo')]);
+    const fifo = packEntries([{ header: h('fifo', 'file', { size: 4 }), sourcePath: join(root, 'fifo') }]);
+    await expect(collect(fifo)).rejects.toThrow(/fifo: file changed as we read it \(.*is no longer a regular file/);
+  });
+
+  it('lets the event loop turn while it works', async () => {
+    await sizedTree(root);
+    let turns = 0;
+    let ticking = true;
+    const tick = (): void => {
+      turns++;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    let turnsWhileBusy = 0;
+    const hash = createHash('sha256');
+    const started = performance.now();
+    // A consumer that never waits on I/O itself, so any turn of the loop is the producer's doing.
+    await pipeline(
+      tarFromTree(root),
+      new Writable({
+        highWaterMark: 4 * 1024 * 1024,
+        write(chunk: Buffer, _encoding, callback) {
+          hash.update(chunk);
+          turnsWhileBusy = turns;
+          callback();
+        },
+      }),
+    );
+    const elapsed = performance.now() - started;
+    ticking = false;
+    // Slices last about a millisecond; a generous bound keeps a loaded machine from failing this.
+    expect(turnsWhileBusy).toBeGreaterThanOrEqual(Math.floor(elapsed / 25));
+    expect(turnsWhileBusy).toBeGreaterThan(0);
+  });
+
+  it('stops walking the tree when its reader gives up', async () => {
+    await sizedTree(root);
+    let visited = 0;
+    const stream = tarFromTree(root, {
+      filter: () => {
+        visited++;
+        return true;
+      },
+    });
+    for await (const chunk of stream) {
+      expect(chunk).toBeInstanceOf(Buffer);
+      break;
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+    const afterStop = visited;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(visited).toBe(afterStop);
+    expect(visited).toBeLessThan(100);
   });
 });
