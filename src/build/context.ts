@@ -24,7 +24,7 @@
 import { createHash } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
 import { createReadStream, lstatSync, readdirSync } from 'node:fs';
-import { lstat, readdir, readFile, readlink, realpath } from 'node:fs/promises';
+import { lstat, readFile, readlink, realpath } from 'node:fs/promises';
 import { isAbsolute, join, posix, relative, resolve } from 'node:path';
 import { StrataError } from '../content/errors.js';
 import { compareNames, type EntryHeader } from '../tar/entry.js';
@@ -32,6 +32,7 @@ import { readTreeXattrs, walkTree, type WalkedEntry } from '../tar/walk.js';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { loadDockerignore, type DockerignoreMatcher } from './dockerignore.js';
 import { containsWildcards, goMatch } from './gomatch.js';
+import { entryTypeOf } from '../tar/walk.js';
 
 /** A COPY/ADD source problem, worded as Docker words it. */
 export class BuildContextError extends StrataError {
@@ -170,16 +171,6 @@ async function lstatBig(path: string): Promise<BigIntStats | undefined> {
     if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
     throw err;
   }
-}
-
-function typeOf(stats: BigIntStats): EntryHeader['type'] | undefined {
-  if (stats.isFile()) return 'file';
-  if (stats.isDirectory()) return 'directory';
-  if (stats.isSymbolicLink()) return 'symlink';
-  if (stats.isFIFO()) return 'fifo';
-  if (stats.isCharacterDevice()) return 'char';
-  if (stats.isBlockDevice()) return 'block';
-  return undefined;
 }
 
 /** Go's filepath.Clean for a relative, '/'-separated path ('' for the root). */
@@ -353,7 +344,7 @@ export class BuildContext {
   }
 
   private async computeHash(rel: string, stats: BigIntStats): Promise<string | undefined> {
-    const type = typeOf(stats);
+    const type = entryTypeOf(stats);
     if (type === undefined) return undefined;
     const header: HashedHeader = {
       name: rel,

@@ -19,7 +19,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StrataError } from '../content/errors.js';
-import { processIsAlive } from '../image/gc.js';
+import { processIsAlive } from '../util/process.js';
 import type { RuntimeInfo } from '../runtime/detect.js';
 import { etcFiles, prepareInitLayer } from '../runtime/initlayer.js';
 import { resolveInRoot } from '../runtime/inroot.js';

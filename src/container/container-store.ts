@@ -27,12 +27,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseDigest, type Digest } from '../content/digest.js';
 import { StrataError } from '../content/errors.js';
 import { withLock } from '../content/lock.js';
-import { registerGcRoots, processIsAlive } from '../image/gc.js';
+import { registerGcRoots } from '../image/gc.js';
+import { processIsAlive } from '../util/process.js';
 import { ImageStore, type ImageUse } from '../image/image-store.js';
 import type { ContainerConfig, Platform } from '../image/types.js';
 import { chainIds } from '../layer/chain.js';
@@ -42,6 +43,7 @@ import { Snapshotter } from '../snapshot/snapshotter.js';
 import { TEMP_PREFIX, tempPathFor, writeJsonAtomic } from '../util/atomic.js';
 import type { MountSpec } from '../volume/mountspec.js';
 import { generateContainerName, normalizeContainerName } from './names.js';
+import { readdirOrEmpty } from '../util/fs.js';
 
 /** Docker's zero time, which it reports for StartedAt/FinishedAt of a container that never ran. */
 export const ZERO_TIME = '0001-01-01T00:00:00Z';
@@ -514,14 +516,7 @@ export class ContainerStore {
 
   /** Ids of every container present. */
   async ids(): Promise<string[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw err;
-    }
-    return names.filter((n) => ID_RE.test(n));
+    return (await readdirOrEmpty(this.dir)).filter((n) => ID_RE.test(n));
   }
 
   /** Containers, newest first; only running ones unless `all`. */
@@ -602,14 +597,7 @@ export class ContainerStore {
   /** Removes `.tmp-*` leftovers of creations and removals whose process is gone. */
   async cleanStale(): Promise<string[]> {
     const removed: string[] = [];
-    let names: string[];
-    try {
-      names = await readdir(this.dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return removed;
-      throw err;
-    }
-    for (const name of names) {
+    for (const name of await readdirOrEmpty(this.dir)) {
       if (!name.startsWith(TEMP_PREFIX)) continue;
       const pid = /-(\d+)-[a-f0-9]+$/.exec(name)?.[1];
       if (pid === undefined || processIsAlive(Number(pid))) continue;
@@ -743,14 +731,7 @@ function mountsUnder(dir: string): string[] {
 /** Reads every container record of a store root (for gc roots); a damaged record fails the whole read. */
 async function* containerManifests(root: string): AsyncIterable<Digest> {
   const dir = containersDir(root);
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
-  for (const name of names) {
+  for (const name of await readdirOrEmpty(dir)) {
     if (!ID_RE.test(name)) continue;
     let text: string;
     try {

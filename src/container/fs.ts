@@ -68,7 +68,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { PassThrough, Readable, Writable, pipeline } from 'node:stream';
 import { StrataError } from '../content/errors.js';
-import { processIsAlive } from '../image/gc.js';
+import { processIsAlive } from '../util/process.js';
 import type { OverlayXattrNamespace } from '../snapshot/upperdiff.js';
 import { setXattrs, type XattrRecord } from '../tar/extract.js';
 import { TEMP_PREFIX } from '../util/atomic.js';

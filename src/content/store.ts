@@ -22,7 +22,7 @@ import { finished, pipeline } from 'node:stream/promises';
 import { DigestCounter, digestHex, isDigest, parseDigest, type Digest } from './digest.js';
 import { BlobCorruptError, BlobNotFoundError, BlobTooLargeError, DigestMismatchError, SizeMismatchError, StrataError } from './errors.js';
 import { Lease, scanLeases } from './lease.js';
-import { TEMP_PREFIX, fsyncDir, tempPathFor } from '../util/atomic.js';
+import { TEMP_PREFIX, fsyncDir, removeDeadTempFiles, tempPathFor } from '../util/atomic.js';
 
 /** What a caller knows in advance about content being ingested. */
 export interface ExpectedContent {
@@ -77,7 +77,6 @@ const OCI_LAYOUT = { imageLayoutVersion: '1.0.0' };
 const EMPTY_INDEX = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] };
 const INGEST_PREFIX = `${TEMP_PREFIX}ingest-`;
 /** Temp names carry their creator's pid (`…-<pid>-<random hex>`), which {@link ContentStore.cleanTemp} relies on. */
-const TEMP_PID_RE = /^\.tmp-.*-(\d+)-[a-f0-9]+$/;
 const READ_CHUNK = 256 * 1024;
 const DEFAULT_MAX_IN_MEMORY = 32 * 1024 * 1024;
 
@@ -259,27 +258,8 @@ export class ContentStore {
    * temp files until that process exits too; and processes in another pid
    * namespace sharing the store cannot be told apart.
    */
-  async cleanTemp(): Promise<string[]> {
-    const removed: string[] = [];
-    let names: string[];
-    try {
-      names = await readdir(this.tempDir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return removed;
-      throw err;
-    }
-    for (const name of names) {
-      const match = TEMP_PID_RE.exec(name);
-      if (!match || processIsAlive(Number(match[1]))) continue;
-      const path = join(this.tempDir, name);
-      try {
-        await unlink(path);
-        removed.push(path);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      }
-    }
-    return removed;
+  cleanTemp(): Promise<string[]> {
+    return removeDeadTempFiles(this.tempDir);
   }
 
   /** Creates a lease: blobs added to it survive {@link sweep} until it is released. */
@@ -683,16 +663,6 @@ async function checkLayoutVersion(path: string): Promise<void> {
   }
 }
 
-function processIsAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
-}
 
 function ignoreMissingDir(err: NodeJS.ErrnoException): string[] {
   if (err.code === 'ENOENT') return [];

@@ -24,7 +24,8 @@ import { readdirOrEmpty } from '../util/fs.js';
 import { compressionOfMediaType, type Compression } from './mediatypes.js';
 import { Annotation, type Descriptor, type ImageIndex, type ImageManifest } from './types.js';
 import { parseImageConfig } from './config.js';
-import { processIsAlive } from './gc.js';
+import { processIsAlive } from '../util/process.js';
+import { tempFileOwner } from '../util/atomic.js';
 import { entryName, isImageManifestType, isIndexType, parseManifestDocument, type ImageStore } from './image-store.js';
 
 /** Kinds of fault fsck reports. */
@@ -84,7 +85,6 @@ interface LayerExpectation {
   uncompressedSize?: { size: number; chainId: Digest };
 }
 
-const TEMP_PID_RE = /^\.tmp-.*-(\d+)-[a-f0-9]+$/;
 const HEX64_RE = /^[a-f0-9]{64}$/;
 const MAX_DEPTH = 4;
 
@@ -414,7 +414,7 @@ async function findStrayFiles(store: ImageStore, fault: FaultFn): Promise<void> 
     for (const name of await readdirOrEmpty(dir)) {
       const path = join(dir, name);
       if (name.startsWith(TEMP_PREFIX)) {
-        const pid = TEMP_PID_RE.exec(name)?.[1];
+        const pid = tempFileOwner(name);
         if (pid !== undefined && processIsAlive(Number(pid))) continue;
         fault('stray-temp', path, pid !== undefined ? `temp file of process ${pid}, which is no longer running (gc removes it)` : 'temp file of an unknown process', 'warning');
       } else if (dir === store.content.blobsDir && !HEX64_RE.test(name)) {

@@ -4,14 +4,14 @@
  * then drop layer records whose blob is gone and temp files of dead
  * processes.
  */
-import { readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDigest, parseDigest, type Digest } from '../content/digest.js';
 import { StrataError } from '../content/errors.js';
 import { withLock } from '../content/lock.js';
-import { TEMP_PREFIX } from '../util/atomic.js';
+import { removeDeadTempFiles } from '../util/atomic.js';
 import type { ImageIndex, ImageManifest } from './types.js';
 import type { ImageStore } from './image-store.js';
+import { readdirOrEmpty } from '../util/fs.js';
 
 /** Yields digests that must survive gc (e.g. images of containers, build cache). */
 export type GcRootsProvider = (root: string) => AsyncIterable<Digest>;
@@ -48,7 +48,6 @@ export class GcMarkError extends StrataError {
 }
 
 /** Temp names made by writeFileAtomic / the content store carry the creator's pid. */
-const TEMP_PID_RE = /^\.tmp-.*-(\d+)-[a-f0-9]+$/;
 /** Blobs larger than this are never manifests, so a root of that size is not parsed. */
 const MAX_MANIFEST_SIZE = 4 * 1024 * 1024;
 
@@ -70,7 +69,7 @@ export async function collectGarbage(store: ImageStore): Promise<GcResult> {
         if (await store.layers.delete(chainId)) records++;
       }
     }
-    const temp = [...(await store.content.cleanTemp()), ...(await cleanDeadTemp(store.root)), ...(await cleanDeadTemp(join(store.root, 'strata', 'layers')))];
+    const temp = [...(await store.content.cleanTemp()), ...(await removeDeadTempFiles(store.root)), ...(await removeDeadTempFiles(join(store.root, 'strata', 'layers')))];
     return { removed: swept.removed, bytes: swept.bytes, records, temp };
   });
 }
@@ -141,50 +140,11 @@ function childrenOf(doc: unknown): { digest: Digest; manifest: boolean }[] | und
 
 /** ChainIDs of the record files present (read one by one, so one bad file does not stop the rest). */
 async function recordIds(store: ImageStore): Promise<Digest[]> {
-  let names: string[];
-  try {
-    names = await readdir(store.layers.dir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
-  }
+  const names = await readdirOrEmpty(store.layers.dir);
   return names.flatMap((name) => {
     const match = /^([a-f0-9]{64})\.json$/.exec(name);
     return match ? [`sha256:${match[1]}` as Digest] : [];
   });
 }
 
-/** Whether a process with this pid exists (EPERM means it does, owned by someone else). */
-export function processIsAlive(pid: number): boolean {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
-/** Deletes `.tmp-*-<pid>-<hex>` files in `dir` whose pid is not running. */
-async function cleanDeadTemp(dir: string): Promise<string[]> {
-  const removed: string[] = [];
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return removed;
-    throw err;
-  }
-  for (const name of names) {
-    if (!name.startsWith(TEMP_PREFIX)) continue;
-    const match = TEMP_PID_RE.exec(name);
-    if (!match || processIsAlive(Number(match[1]))) continue;
-    try {
-      await unlink(join(dir, name));
-      removed.push(join(dir, name));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
-  }
-  return removed;
-}

@@ -10,13 +10,14 @@
  * File names are built only from validated digests, and records are replaced
  * atomically, so a reader sees the old record or the new one, never a torn one.
  */
-import { readdir, readFile, unlink } from 'node:fs/promises';
+import { readFile, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { digestHex, isDigest, type Digest } from '../content/digest.js';
 import { StrataError } from '../content/errors.js';
 import { compressionOfMediaType, type Compression } from '../image/mediatypes.js';
 import { TEMP_PREFIX, fsyncDir, writeJsonAtomic } from '../util/atomic.js';
 import { chainIdOf } from './chain.js';
+import { readdirOrEmpty } from '../util/fs.js';
 
 /** What strata knows about one layer as applied on top of its parent stack. */
 export interface LayerRecord {
@@ -105,13 +106,7 @@ export class LayerRecords {
 
   /** Every record, sorted by ChainID. Temp files are skipped; a damaged record throws. */
   async list(): Promise<LayerRecord[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw err;
-    }
+    const names = await readdirOrEmpty(this.dir);
     const records: LayerRecord[] = [];
     for (const name of names.sort()) {
       if (name.startsWith(TEMP_PREFIX) || !RECORD_NAME_RE.test(name)) continue;

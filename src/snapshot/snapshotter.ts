@@ -52,8 +52,8 @@ import { randomBytes } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
 import { chmod, lstat, mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { Transform, pipeline, type TransformCallback } from 'node:stream';
-import { DigestCounter, digestHex, isDigest, parseDigest, type Digest } from '../content/digest.js';
+import { pipeline } from 'node:stream';
+import { digestHex, isDigest, parseDigest, type Digest } from '../content/digest.js';
 import { StrataError } from '../content/errors.js';
 import { withLock } from '../content/lock.js';
 import type { ContentStore } from '../content/store.js';
@@ -62,6 +62,8 @@ import { LayerNotFoundError, type LayerRecord, type LayerRecords } from '../laye
 import { applyLayer, type ApplyOptions, type ApplyStats } from '../tar/extract.js';
 import { TEMP_PREFIX, fsyncDir, writeJsonAtomic } from '../util/atomic.js';
 import { defaultOverlayXattrNamespace, readOpaque, type OverlayXattrNamespace } from './upperdiff.js';
+import { readdirOrEmpty } from '../util/fs.js';
+import { DigestingStream } from '../layer/make.js';
 
 /** What a published snapshot says about itself (its `.complete` file). */
 export interface SnapshotInfo {
@@ -280,13 +282,8 @@ export class Snapshotter {
     return join(this.dir, digestHex(chainId));
   }
 
-  private async names(): Promise<string[]> {
-    try {
-      return await readdir(this.dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw err;
-    }
+  private names(): Promise<string[]> {
+    return readdirOrEmpty(this.dir);
   }
 
   /** The stack from `top` down to its base, each snapshot ensured; topmost first. */
@@ -413,7 +410,7 @@ export class Snapshotter {
    * the temp directory is discarded.
    */
   private async applyBlob(fs: string, record: LayerRecord, signal: AbortSignal | undefined): Promise<ApplyStats> {
-    const hasher = new HashingPassThrough();
+    const hasher = new DigestingStream();
     let streamError: Error | undefined;
     const streamed = new Promise<void>((done) => {
       pipeline(this.content.createReadStream(record.digest), createDecompressor(record.compression), hasher, (err) => {
@@ -488,23 +485,6 @@ function lockName(id: Digest): string {
   return `snapshot-${digestHex(id)}`;
 }
 
-/** Counts what it passes through: the DiffID of the decompressed blob. */
-class HashingPassThrough extends Transform {
-  private readonly counter = new DigestCounter();
-
-  get size(): number {
-    return this.counter.size;
-  }
-
-  digest(): Digest {
-    return this.counter.digest();
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.counter.update(chunk);
-    callback(null, chunk);
-  }
-}
 
 async function lstatOrUndefined(path: string): Promise<BigIntStats | undefined> {
   try {

@@ -210,7 +210,8 @@ export function statsToHeader(path: string, stats: Stats | BigIntStats, linkname
   return header;
 }
 
-function entryTypeOf(stats: Stats | BigIntStats): EntryType | undefined {
+/** The entry type of an lstat result; undefined for sockets (layers skip them). */
+export function entryTypeOf(stats: Stats | BigIntStats): EntryType | undefined {
   if (stats.isFile()) return 'file';
   if (stats.isDirectory()) return 'directory';
   if (stats.isSymbolicLink()) return 'symlink';

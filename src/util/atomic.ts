@@ -6,6 +6,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { open, rename, unlink, mkdir } from 'node:fs/promises';
+import { readdirOrEmpty } from './fs.js';
+import { processIsAlive } from './process.js';
 import { dirname, basename, join } from 'node:path';
 
 /** Prefix of every temporary file strata creates; nothing else starts with it. */
@@ -52,4 +54,33 @@ export async function writeFileAtomic(target: string, data: string | Uint8Array,
 /** Atomically writes `value` as JSON. */
 export async function writeJsonAtomic(target: string, value: unknown): Promise<void> {
   await writeFileAtomic(target, JSON.stringify(value, null, 2) + '\n');
+}
+
+/** A temp name from {@link tempPathFor} (or the store's ingest files): `.tmp-…-<pid>-<hex>`. */
+const TEMP_PID_RE = /^\.tmp-.*-(\d+)-[a-f0-9]+$/;
+
+/** The pid that created temp file `name`, or undefined when it is not one of ours. */
+export function tempFileOwner(name: string): number | undefined {
+  const match = TEMP_PID_RE.exec(name);
+  return match ? Number(match[1]) : undefined;
+}
+
+/**
+ * Removes the temp files in `dir` whose creating process has died (the pid is
+ * in the name), leaving live writers' files alone. Returns the paths removed.
+ */
+export async function removeDeadTempFiles(dir: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const name of await readdirOrEmpty(dir)) {
+    const pid = tempFileOwner(name);
+    if (pid === undefined || processIsAlive(pid)) continue;
+    const path = join(dir, name);
+    try {
+      await unlink(path);
+      removed.push(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+  return removed;
 }

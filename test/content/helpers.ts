@@ -12,7 +12,7 @@ import ts from 'typescript';
 
 const SRC = join(import.meta.dirname, '..', '..', 'src');
 /** Just what the content store needs, so other modules being edited meanwhile do not matter. */
-const CHILD_MODULES = ['content/digest.ts', 'content/errors.ts', 'content/lock.ts', 'content/lease.ts', 'content/store.ts', 'util/atomic.ts'];
+const CHILD_MODULES = ['content/digest.ts', 'content/errors.ts', 'content/lock.ts', 'content/lease.ts', 'content/store.ts', 'util/atomic.ts', 'util/fs.ts', 'util/process.ts'];
 
 /** A fresh temp directory, removed by the returned cleanup. */
 export async function tempDir(prefix = 'strata-content-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {
