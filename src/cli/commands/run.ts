@@ -23,7 +23,7 @@ const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGH
  * its pid is known; returns `onStarted` for the start call and a function
  * that stops forwarding.
  */
-export function forwardSignals(): { onStarted: (pid: number) => void; stop: () => void } {
+function forwardSignals(): { onStarted: (pid: number) => void; stop: () => void } {
   let pid: number | undefined;
   const pending: NodeJS.Signals[] = [];
   const handlers = FORWARDED_SIGNALS.map((signal) => {
@@ -54,7 +54,7 @@ function sendSignal(pid: number, signal: NodeJS.Signals): void {
 }
 
 /** Ends the command with the container's status: 0 returns, anything else exits silently with it. */
-export function exitWith(result: StartResult): void {
+function exitWith(result: StartResult): void {
   if (result.exitCode !== 0) throw new CliError('', { exitCode: result.exitCode });
 }
 
@@ -87,7 +87,7 @@ export class StderrTail extends Writable {
  * exit status (127, 126 or 125) and one line of diagnosis: the runtime's own
  * when it printed one, else strata's.
  */
-export function runtimeFailure(err: unknown, stderr: StderrTail): never {
+function runtimeFailure(err: unknown, stderr: StderrTail): never {
   if (err instanceof ContainerRuntimeError) {
     throw new CliError(stderr.saw(err.runtimeMessage) ? '' : err.message, { exitCode: err.exitCode, cause: err });
   }
@@ -101,22 +101,33 @@ export function registerRunCommand(program: Command, ctx: CliContext): void {
   ).option('-i, --interactive', 'Keep STDIN open and pass it to the container');
   command.action(async (image: string, args: string[], flags: CreateFlags & { interactive?: boolean }) => {
     const strata = await openStrata(ctx);
-    const signals = forwardSignals();
-    const stderr = new StderrTail(ctx.stderr);
-    let result: StartResult;
-    try {
-      result = await strata.run(image, {
-        ...createOptionsFrom(ctx, flags, args),
-        stdout: ctx.stdout,
-        stderr,
-        stdin: flags.interactive ? 'inherit' : null,
-        onStarted: signals.onStarted,
-      });
-    } catch (err) {
-      runtimeFailure(err, stderr);
-    } finally {
-      signals.stop();
-    }
-    exitWith(result);
+    await runAttached(ctx, flags.interactive ?? false, (io) => strata.run(image, { ...createOptionsFrom(ctx, flags, args), ...io }));
   });
+}
+
+/** The stdio and signal wiring of an attached container process. */
+export interface AttachedIo {
+  stdout: NodeJS.WritableStream;
+  stderr: StderrTail;
+  stdin: 'inherit' | null;
+  onStarted: (pid: number) => void;
+}
+
+/**
+ * Runs a container process attached to this terminal, as `run` and `start -a`
+ * do: output streamed, signals forwarded, and strata exiting with the
+ * process's status (a runtime's own start-up error is not printed twice).
+ */
+export async function runAttached(ctx: CliContext, interactive: boolean, launch: (io: AttachedIo) => Promise<StartResult>): Promise<void> {
+  const signals = forwardSignals();
+  const stderr = new StderrTail(ctx.stderr);
+  let result: StartResult;
+  try {
+    result = await launch({ stdout: ctx.stdout, stderr, stdin: interactive ? 'inherit' : null, onStarted: signals.onStarted });
+  } catch (err) {
+    runtimeFailure(err, stderr);
+  } finally {
+    signals.stop();
+  }
+  exitWith(result);
 }

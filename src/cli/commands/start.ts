@@ -13,10 +13,9 @@ import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Option, type Command } from 'commander';
-import type { StartResult } from '../../container/run.js';
 import type { CliContext } from '../main.js';
 import { failWith, messageOf, openStrata } from './common.js';
-import { exitWith, forwardSignals, runtimeFailure, StderrTail } from './run.js';
+import { runAttached } from './run.js';
 
 interface StartFlags {
   attach?: boolean;
@@ -101,22 +100,7 @@ export function registerStartCommand(program: Command, ctx: CliContext): void {
       if (flags.attach || flags.interactive) {
         if (containers.length > 1) throw new Error('you cannot start and attach multiple containers at once');
         const strata = await openStrata(ctx);
-        const signals = forwardSignals();
-        const stderr = new StderrTail(ctx.stderr);
-        let result: StartResult;
-        try {
-          result = await strata.start(containers[0]!, {
-            stdout: ctx.stdout,
-            stderr,
-            stdin: flags.interactive ? 'inherit' : null,
-            onStarted: signals.onStarted,
-          });
-        } catch (err) {
-          runtimeFailure(err, stderr);
-        } finally {
-          signals.stop();
-        }
-        exitWith(result);
+        await runAttached(ctx, flags.interactive ?? false, (io) => strata.start(containers[0]!, io));
         return;
       }
       const errors: string[] = [];
