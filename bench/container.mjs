@@ -41,14 +41,9 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writ
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { benchContext, loadTestHarness } from './lib.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const args = process.argv.slice(2);
-const option = (name, fallback) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : fallback;
-};
-const dist = resolve(option('--dist', join(here, '..', 'dist')));
+const { here, args, option, dist } = benchContext(import.meta.url);
 const runs = Math.max(1, Number(option('--runs', '3')));
 const sizeMiB = Math.max(1, Number(option('--size-mib', '1024')));
 const FILES = 5000;
@@ -108,22 +103,6 @@ function timed(fn) {
     await fn();
     return performance.now() - start;
   };
-}
-
-/** Imports test/helpers/dockerd.ts (and busybox.ts, which it imports) by transpiling them next to each other. */
-async function loadTestHarness(work) {
-  const { default: ts } = await import('typescript');
-  const out = join(work, 'harness');
-  mkdirSync(out, { recursive: true });
-  for (const name of ['dockerd', 'busybox']) {
-    const source = readFileSync(join(here, '..', 'test', 'helpers', `${name}.ts`), 'utf8');
-    const { outputText } = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } });
-    writeFileSync(join(out, `${name}.js`), outputText);
-  }
-  writeFileSync(join(out, 'package.json'), '{"type":"module"}\n');
-  const dockerd = await import(pathToFileURL(join(out, 'dockerd.js')).href);
-  const busybox = await import(pathToFileURL(join(out, 'busybox.js')).href);
-  return { ...dockerd, ...busybox };
 }
 
 async function makeImage(s, ref, dir) {

@@ -18,14 +18,9 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, read
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { benchContext } from './lib.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const args = process.argv.slice(2);
-const option = (name, fallback) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : fallback;
-};
-const dist = resolve(option('--dist', join(here, '..', 'dist')));
+const { here, args, option, dist } = benchContext(import.meta.url);
 
 async function load() {
   const url = (p) => pathToFileURL(join(dist, p)).href;

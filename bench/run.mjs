@@ -16,7 +16,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const self = basename(fileURLToPath(import.meta.url));
 const only = process.env.STRATA_BENCH_ONLY?.split(',').filter(Boolean);
 const benches = readdirSync(here)
-  .filter((name) => name.endsWith('.mjs') && name !== self)
+  .filter((name) => name.endsWith('.mjs') && name !== self && name !== 'lib.mjs') // lib.mjs is shared code, not a bench
   .filter((name) => !only || only.includes(name.replace(/\.mjs$/, '')))
   .sort();
 

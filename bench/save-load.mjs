@@ -36,14 +36,9 @@ import { chmodSync, closeSync, copyFileSync, cpSync, existsSync, mkdirSync, open
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { benchContext } from './lib.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const args = process.argv.slice(2);
-const option = (name, fallback) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : fallback;
-};
-const dist = resolve(option('--dist', join(here, '..', 'dist')));
+const { here, args, option, dist } = benchContext(import.meta.url);
 const runs = Math.max(1, Number(option('--runs', '5')));
 const keep = args.includes('--keep');
 const IMAGE = 'strata-bench/save-load:1';
