@@ -56,6 +56,12 @@ export interface DockerignoreMatcher {
    * ignored directory).
    */
   shouldDescend(relDir: string): boolean;
+  /**
+   * The most `/`-separated segments any pattern can match, when every pattern
+   * has a fixed number (no `**`, character class or escape): a path deeper
+   * than that is ignored exactly when its parent is. Undefined otherwise.
+   */
+  readonly maxDepth: number | undefined;
 }
 
 /** Go's filepath.Clean for `/`-separated paths. */
@@ -160,6 +166,12 @@ interface CompiledPattern {
   /** The cleaned pattern without its `!`. */
   text: string;
   exclusion: boolean;
+  /**
+   * How many `/`-separated segments a path must have for this pattern to
+   * match it, when that is fixed: without `**`, a character class or an
+   * escape, no wildcard can match a `/`. Undefined otherwise.
+   */
+  segments: number | undefined;
   /** True when the path itself matches (no parent check). */
   matches(path: string): boolean;
 }
@@ -176,9 +188,11 @@ function compile(pattern: string): CompiledPattern {
   checkPatternSyntax(text);
   // The package sets `default` to itself, which is also what TypeScript sees under NodeNext.
   const single = balenaIgnore.default({ ignorecase: false }).add(escapeForBalena(text));
+  const fixedDepth = !text.includes('**') && !text.includes('[') && !text.includes('\\');
   return {
     text,
     exclusion,
+    segments: fixedDepth ? text.split('/').length : undefined,
     // With one positive rule, balena's "ignores" is "this rule matches the
     // path or a prefix of it at the rule's depth" — a subset of Docker's
     // parent check, which matchesOrParent below completes.
@@ -186,20 +200,17 @@ function compile(pattern: string): CompiledPattern {
   };
 }
 
+/** True for a relative path filepath.Clean would leave alone (the common case, checked without normalizing). */
+function isCleanRelPath(p: string): boolean {
+  return p !== '' && p[0] !== '/' && p[p.length - 1] !== '/' && !p.includes('//') && !/(?:^|\/)\.\.?(?:\/|$)/.test(p);
+}
+
 function normalizeRelPath(relPath: string): string {
+  if (sep === '/' && isCleanRelPath(relPath)) return relPath;
   let p = relPath.split(sep).join('/');
   p = cleanPath(p);
   while (p.startsWith('/')) p = p.slice(1);
   return p === '' ? '.' : p;
-}
-
-function matchesOrParent(pattern: CompiledPattern, path: string): boolean {
-  if (pattern.matches(path)) return true;
-  const parts = path.split('/');
-  for (let i = 1; i < parts.length; i++) {
-    if (pattern.matches(parts.slice(0, i).join('/'))) return true;
-  }
-  return false;
 }
 
 /**
@@ -215,6 +226,24 @@ export function createDockerignoreMatcher(
   const hasExclusions = compiled.some((p) => p.exclusion);
   const dockerfile = opts.dockerfile === undefined ? undefined : normalizeRelPath(opts.dockerfile);
   const cache = new Map<string, boolean>();
+  // Docker tests each pattern against the path and every parent of it. A
+  // walk asks about a directory's children one after another, so what each
+  // pattern says of a directory-or-its-parents is kept for the paths that
+  // turn out to be parents, and every path costs one match per pattern.
+  const parentHits = new Map<string, readonly boolean[]>();
+  const hitsOf = (path: string, isParent: boolean): readonly boolean[] => {
+    const known = parentHits.get(path);
+    if (known !== undefined) return known;
+    const slash = path.lastIndexOf('/');
+    const above = slash < 0 ? undefined : hitsOf(path.slice(0, slash), true);
+    let segments = 1;
+    for (let at = path.indexOf('/'); at >= 0; at = path.indexOf('/', at + 1)) segments++;
+    // A fixed-depth pattern is only tried at its depth; deeper paths inherit
+    // from the parent at that depth, which is all balena's own check adds.
+    const hits = compiled.map((pattern, i) => above?.[i] === true || ((pattern.segments === undefined || pattern.segments === segments) && pattern.matches(path)));
+    if (isParent) parentHits.set(path, hits);
+    return hits;
+  };
 
   const ignores = (relPath: string): boolean => {
     const path = normalizeRelPath(relPath);
@@ -223,17 +252,21 @@ export function createDockerignoreMatcher(
     const cached = cache.get(path);
     if (cached !== undefined) return cached;
     let matched = false;
-    for (const pattern of compiled) {
+    if (compiled.length > 0) {
+      const hits = hitsOf(path, false);
       // Later patterns win; an exception only matters once something matched.
-      if (pattern.exclusion !== matched) continue;
-      if (matchesOrParent(pattern, path)) matched = !pattern.exclusion;
+      for (let i = 0; i < compiled.length; i++) {
+        if (compiled[i]!.exclusion === matched && hits[i]) matched = !compiled[i]!.exclusion;
+      }
     }
     cache.set(path, matched);
     return matched;
   };
 
+  const depths = compiled.map((p) => p.segments);
   const matcher: DockerignoreMatcher = {
     patterns: [...patterns],
+    maxDepth: depths.every((d) => d !== undefined) ? Math.max(0, ...(depths as number[])) : undefined,
     ignores,
     sentToBuilder(relPath) {
       const path = normalizeRelPath(relPath);

@@ -5,6 +5,7 @@
  * `strconv.ParseInt/ParseUint/ParseBool`. Docker's history strings and error
  * messages are produced by these, so matching them byte for byte needs them.
  */
+import { sortNames } from '../../tar/entry.js';
 
 /** Go's `unicode.IsSpace` (differs from JS `\s`: includes U+0085, excludes U+FEFF). */
 export function isGoSpace(ch: string): boolean {
@@ -283,7 +284,7 @@ export function goParseBool(s: string): boolean {
 
 /** Sorts strings by their UTF-8 bytes, as Go's `sort.Strings` does. */
 export function goSortStrings(values: string[]): string[] {
-  return values.sort((a, b) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8')));
+  return sortNames(values);
 }
 
 /** Levenshtein distance, for "did you mean" hints. */
