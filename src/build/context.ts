@@ -19,18 +19,22 @@
  *   COPY would copy changes.
  * - A persistent stat cache (`ROOT/strata/buildcache/stat-<context hash>.json`:
  *   path → size, mtime, ctime, inode, mode, hash) means an unchanged rebuild
- *   only lstat()s the files it copies.
+ *   only lstat()s the files it copies. That path is the whole of a cached
+ *   rebuild, so it is kept synchronous and allocation-light: plain (not
+ *   bigint) stats, hashes memoised as strings, a promise only for a file that
+ *   really has to be read.
  */
 import { createHash } from 'node:crypto';
-import type { BigIntStats } from 'node:fs';
-import { createReadStream, lstatSync, readdirSync } from 'node:fs';
-import { lstat, readFile, readlink, realpath } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { createReadStream, lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { lstat, readFile, realpath } from 'node:fs/promises';
 import { isAbsolute, join, posix, relative, resolve } from 'node:path';
 import { StrataError } from '../content/errors.js';
-import { compareNames, type EntryHeader } from '../tar/entry.js';
+import { sortNames, type EntryHeader } from '../tar/entry.js';
+import { directorySourceHash } from './dockerfile/history.js';
 import { readTreeXattrs, walkTree, type WalkedEntry } from '../tar/walk.js';
-import { writeJsonAtomic } from '../util/atomic.js';
 import { loadDockerignore, type DockerignoreMatcher } from './dockerignore.js';
+import { ContextStatCache, SourceFingerprint, type StatCacheEntry } from './statcache.js';
 import { containsWildcards, goMatch } from './gomatch.js';
 import { entryTypeOf } from '../tar/walk.js';
 
@@ -65,21 +69,6 @@ export interface BuildContextOptions {
   cacheDir?: string;
 }
 
-interface StatCacheEntry {
-  size: string;
-  mtimeNs: string;
-  ctimeNs: string;
-  ino: string;
-  mode: number;
-  /** Docker's per-path hash (hex). */
-  sum: string;
-  /** sha256 of the content (hex). */
-  sha256: string;
-}
-
-const STAT_CACHE_VERSION = 1;
-/** Entries past which paths not used by the current build are dropped. */
-const STAT_CACHE_LIMIT = 200_000;
 const TYPEFLAG: Record<string, string> = { file: '0', hardlink: '1', symlink: '2', char: '3', block: '4', directory: '5', fifo: '6' };
 const TYPE_BITS: Record<string, number> = {
   file: 0o100000,
@@ -90,16 +79,43 @@ const TYPE_BITS: Record<string, number> = {
   block: 0o060000,
   fifo: 0o010000,
 };
-/** lstat calls made between two yields to the event loop while walking a directory. */
-const STAT_BATCH = 256;
+/**
+ * Walks of the context run synchronously in slices of this many
+ * milliseconds, then let other work (a layer being written) run.
+ */
+const SLICE_MS = 4;
 
-/** One entry of a directory listing; `stats` is undefined when it is excluded or gone. */
-interface ListedChild {
-  rel: string;
-  stats: BigIntStats | undefined;
+/** Lets a long synchronous loop yield to the event loop every {@link SLICE_MS}. */
+class Slicer {
+  private steps = 0;
+  private deadline = performance.now() + SLICE_MS;
+
+  /** Call once per step: true when the slice is up (then await {@link pause}). */
+  due(): boolean {
+    // Looking at the clock costs too, so only every 64 steps.
+    return (++this.steps & 63) === 0 && performance.now() >= this.deadline;
+  }
+
+  async pause(): Promise<void> {
+    await new Promise((resume) => setImmediate(resume));
+    this.deadline = performance.now() + SLICE_MS;
+  }
 }
+
+/** A visible path below a directory, as {@link BuildContext.walkPaths} finds it. */
+export interface WalkedPath {
+  /** Context-relative. */
+  rel: string;
+  isDir: boolean;
+  stats: Stats;
+}
+
 /** Files hashed at once while hashing a directory source. */
 const HASH_CONCURRENCY = 8;
+/** What {@link BuildContext} hashWithoutReading answers for a file whose content has to be read. */
+const READ_NEEDED: unique symbol = Symbol('read needed');
+/** lstatSync's options: a missing path is undefined, not an exception (one object, not one per call). */
+const NO_THROW = { throwIfNoEntry: false } as const;
 /** Symlinks followed in one lookup before giving up, as Linux does. */
 const MAX_SYMLINKS = 40;
 
@@ -154,23 +170,29 @@ export function dockerEntryHasher(h: HashedHeader): { update(chunk: Uint8Array):
 }
 
 /** Docker's `dir:` hash: sha256 of the sorted, comma-joined hashes of a directory and everything in it. */
-export function dockerDirHash(entryHashes: string[]): string {
-  const sorted = [...entryHashes].sort(compareNames);
-  return 'dir:' + createHash('sha256').update(sorted.join(',')).digest('hex');
-}
+export const dockerDirHash = directorySourceHash;
 
 function errnoOf(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | null)?.code;
 }
 
-async function lstatBig(path: string): Promise<BigIntStats | undefined> {
+function lstatOrUndefined(path: string): Stats | undefined {
   try {
-    return await lstat(path, { bigint: true });
+    return lstatSync(path, { throwIfNoEntry: false });
   } catch (err) {
-    const code = errnoOf(err);
-    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    if (errnoOf(err) === 'ENOTDIR') return undefined;
     throw err;
   }
+}
+
+/**
+ * The exact identity of a multiply-linked file. Plain stats give the inode
+ * as a double, which can round for the 64-bit inode numbers of overlayfs
+ * (xino) or XFS, and two files must never be taken for one.
+ */
+async function inodeKey(path: string): Promise<string> {
+  const stats = await lstat(path, { bigint: true });
+  return `${stats.dev}:${stats.ino}`;
 }
 
 /** Go's filepath.Clean for a relative, '/'-separated path ('' for the root). */
@@ -182,27 +204,29 @@ function cleanRel(path: string): string {
 
 /** The build context of one build. Open with {@link BuildContext.open}. */
 export class BuildContext {
-  private readonly statCache: Map<string, StatCacheEntry>;
-  private readonly hashes = new Map<string, Promise<string | undefined>>();
+  /** The per-path part of the stat cache, once read. */
+  private pathEntries: Map<string, StatCacheEntry> | undefined;
+  /** Hashes by canonical path: the value once known, the pending read before. */
+  private readonly hashes = new Map<string, string | undefined | Promise<string | undefined>>();
   private inodeFirst: Promise<Map<string, string>> | undefined;
   private xattrs: Promise<Map<string, Record<string, Buffer>> | undefined> | undefined;
   /**
    * Directory listings, read once per build: every COPY of the build sees the
    * same context, as Docker's, sent once, would be.
    */
-  private readonly listings = new Map<string, Promise<ListedChild[]>>();
-  private dirty = false;
+  private readonly listings = new Map<string, WalkedPath[]>();
+  /** Whether the ignore rules can exclude anything below a directory (see mayIgnoreBelow). */
+  private readonly ignoreReach = new Map<string, boolean>();
+  /** Directory fingerprints, each computed once per build; null where there is none (see treeFingerprint). */
+  private readonly treeFingerprints = new Map<string, string | null>();
 
   private constructor(
     /** Absolute, symlink-free path of the context directory. */
     readonly dir: string,
     /** The ignore rules in force. */
     readonly ignore: DockerignoreMatcher,
-    private readonly statCachePath: string | undefined,
-    statCache: Map<string, StatCacheEntry>,
-  ) {
-    this.statCache = statCache;
-  }
+    private readonly statCache: ContextStatCache,
+  ) {}
 
   /**
    * Opens the context directory: reads the ignore file and the stat cache.
@@ -219,30 +243,23 @@ export class BuildContext {
     }
     if (!(await lstat(dir)).isDirectory()) throw new BuildContextError(`unable to prepare context: context must be a directory: ${dir}`);
     const ignore = await loadDockerignore(dir, opts.dockerfile);
-    let statCachePath: string | undefined;
-    let statCache = new Map<string, StatCacheEntry>();
-    if (opts.cacheDir !== undefined) {
-      const key = createHash('sha256').update(dir).digest('hex').slice(0, 32);
-      statCachePath = join(opts.cacheDir, `stat-${key}.json`);
-      statCache = await readStatCache(statCachePath);
-    }
-    return new BuildContext(dir, ignore, statCachePath, statCache);
+    return new BuildContext(dir, ignore, await ContextStatCache.open(opts.cacheDir, dir));
   }
 
   /** Writes the stat cache back, if anything in it changed. */
   async save(): Promise<void> {
-    if (!this.dirty || this.statCachePath === undefined) return;
-    const entries: Record<string, StatCacheEntry> = {};
-    // Paths this build did not look at are kept for other Dockerfiles of the
-    // same context, unless the cache has grown past its bound.
-    const keep = this.statCache.size > STAT_CACHE_LIMIT ? [...this.hashes.keys()].filter((k) => this.statCache.has(k)) : [...this.statCache.keys()];
-    for (const key of keep.sort(compareNames)) entries[key] = this.statCache.get(key)!;
-    await writeJsonAtomic(this.statCachePath, { version: STAT_CACHE_VERSION, context: this.dir, entries });
-    this.dirty = false;
+    await this.statCache.save(this.hashes.keys());
+  }
+
+  /** The per-path stat cache, read on first use. */
+  private async pathEntryMap(): Promise<Map<string, StatCacheEntry>> {
+    this.pathEntries ??= await this.statCache.pathEntries();
+    return this.pathEntries;
   }
 
   private hostPath(rel: string): string {
-    return rel === '' ? this.dir : join(this.dir, rel);
+    // `dir` is canonical and `rel` is clean, so no join() is needed.
+    return rel === '' ? this.dir : `${this.dir}/${rel}`;
   }
 
   /**
@@ -251,14 +268,14 @@ export class BuildContext {
    * something below it.
    */
   private visible(rel: string, isDir: boolean): boolean {
-    if (rel === '') return true;
+    if (rel === '' || this.ignore.patterns.length === 0) return true;
     if (!this.ignore.ignores(rel)) return true;
     return isDir && this.ignore.shouldDescend(rel);
   }
 
   /** lstat of `rel` when it is visible. */
-  private async visibleStats(rel: string): Promise<BigIntStats | undefined> {
-    const stats = await lstatBig(this.hostPath(rel));
+  private visibleStats(rel: string): Stats | undefined {
+    const stats = lstatOrUndefined(this.hostPath(rel));
     if (stats === undefined || !this.visible(rel, stats.isDirectory())) return undefined;
     return stats;
   }
@@ -269,7 +286,7 @@ export class BuildContext {
    * Returns the canonical path and its stats, or undefined stats when it
    * does not exist (or is excluded).
    */
-  private async resolveInScope(rel: string, followLast: boolean): Promise<{ rel: string; stats: BigIntStats | undefined }> {
+  private resolveInScope(rel: string, followLast: boolean): { rel: string; stats: Stats | undefined } {
     const pending = rel.split('/').filter((p) => p !== '' && p !== '.');
     const stack: string[] = [];
     let links = 0;
@@ -280,14 +297,14 @@ export class BuildContext {
         continue;
       }
       const candidate = [...stack, part].join('/');
-      const stats = await this.visibleStats(candidate);
+      const stats = this.visibleStats(candidate);
       if (stats === undefined) {
         return { rel: [candidate, ...pending].join('/'), stats: undefined };
       }
       const isLast = pending.length === 0;
       if (stats.isSymbolicLink() && (!isLast || followLast)) {
         if (++links > MAX_SYMLINKS) return { rel: candidate, stats: undefined };
-        const target = await readlink(this.hostPath(candidate));
+        const target = readlinkSync(this.hostPath(candidate));
         if (target.startsWith('/')) stack.length = 0;
         pending.unshift(...target.split('/').filter((p) => p !== '' && p !== '.'));
         continue;
@@ -296,7 +313,7 @@ export class BuildContext {
       stack.push(part);
     }
     const final = stack.join('/');
-    return { rel: final, stats: final === '' ? await lstatBig(this.dir) : await this.visibleStats(final) };
+    return { rel: final, stats: final === '' ? lstatOrUndefined(this.dir) : this.visibleStats(final) };
   }
 
   /**
@@ -304,18 +321,18 @@ export class BuildContext {
    * inside the context); undefined when it does not resolve to anything.
    */
   async entryHash(rel: string): Promise<string | undefined> {
-    const { rel: resolved, stats } = await this.resolveInScope(rel, true);
+    const { rel: resolved, stats } = this.resolveInScope(rel, true);
     if (stats === undefined) return undefined;
-    return this.hashCanonical(resolved, stats);
+    return this.hashCanonical(resolved, stats, await this.pathEntryMap());
   }
 
   /** For every multiply-linked file of the visible context: its inode's first path in walk order. */
   private firstPathsOfInodes(): Promise<Map<string, string>> {
     this.inodeFirst ??= (async () => {
       const first = new Map<string, string>();
-      for await (const entry of this.walkPaths('')) {
-        if (entry.isDir || entry.stats.nlink <= 1n) continue;
-        const key = `${entry.stats.dev}:${entry.stats.ino}`;
+      for (const entry of await this.walkPaths('')) {
+        if (entry.isDir || entry.stats.nlink <= 1) continue;
+        const key = await inodeKey(this.hostPath(entry.rel));
         if (!first.has(key)) first.set(key, entry.rel);
       }
       return first;
@@ -334,99 +351,133 @@ export class BuildContext {
   }
 
   /** {@link entryHash} of a path known to be canonical (no symlink on the way), with its lstat. */
-  private hashCanonical(rel: string, stats: BigIntStats): Promise<string | undefined> {
-    let pending = this.hashes.get(rel);
-    if (pending === undefined) {
-      pending = this.computeHash(rel, stats);
-      this.hashes.set(rel, pending);
+  private hashCanonical(rel: string, stats: Stats, entries: Map<string, StatCacheEntry>): string | undefined | Promise<string | undefined> {
+    if (this.hashes.has(rel)) return this.hashes.get(rel);
+    const known = this.hashWithoutReading(rel, stats, entries);
+    if (known !== READ_NEEDED) {
+      this.hashes.set(rel, known);
+      return known;
     }
-    return pending;
+    const reading = this.readAndHash(rel, stats, entries);
+    this.hashes.set(rel, reading);
+    // Later lookups get the value, not the promise, once it is known.
+    reading.then((value) => this.hashes.set(rel, value), () => undefined);
+    return reading;
   }
 
-  private async computeHash(rel: string, stats: BigIntStats): Promise<string | undefined> {
+  /** The header part of Docker's per-path hash for `rel`; undefined for a type Docker does not send. */
+  private hashedHeader(rel: string, stats: Stats): HashedHeader | undefined {
     const type = entryTypeOf(stats);
     if (type === undefined) return undefined;
-    const header: HashedHeader = {
-      name: rel,
-      type,
-      mode: Number(stats.mode & 0o7777n),
-      uid: 0,
-      gid: 0,
-      size: type === 'file' ? Number(stats.size) : 0,
-    };
+    const header: HashedHeader = { name: rel, type, mode: stats.mode & 0o7777, uid: 0, gid: 0, size: type === 'file' ? stats.size : 0 };
     if (type === 'char' || type === 'block') {
-      const rdev = stats.rdev;
+      // Linux's dev_t layout (glibc major()/minor()); the numbers fit a double.
+      const rdev = BigInt(stats.rdev);
       header.devmajor = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
       header.devminor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
     }
-    if (type !== 'file') return dockerEntryHasher(header).digest();
-    if (stats.nlink > 1n) {
+    return header;
+  }
+
+  /**
+   * The hash of `rel` when it can be had without reading the file: anything
+   * but a regular file, or a file the stat cache knows unchanged. Otherwise
+   * {@link READ_NEEDED}.
+   */
+  private hashWithoutReading(rel: string, stats: Stats, entries: Map<string, StatCacheEntry>): string | undefined | typeof READ_NEEDED {
+    if (!stats.isFile()) {
+      // Directories, symlinks and devices hash their header only; the stat
+      // cache saves even that (a sha256 per directory adds up).
+      const cached = this.statCache.cachedSum(entries, rel, stats);
+      if (cached !== undefined) return cached;
+      const header = this.hashedHeader(rel, stats);
+      if (header === undefined) return undefined;
+      const sum = dockerEntryHasher(header).digest();
+      this.statCache.remember(entries, rel, stats, sum);
+      return sum;
+    }
+    // A second path of an inode is hashed as a hardlink to the first.
+    if (stats.nlink > 1) return READ_NEEDED;
+    return this.statCache.cachedSum(entries, rel, stats) ?? READ_NEEDED;
+  }
+
+  private async readAndHash(rel: string, stats: Stats, entries: Map<string, StatCacheEntry>): Promise<string | undefined> {
+    const header = this.hashedHeader(rel, stats)!;
+    if (stats.nlink > 1) {
       // The CLI sends the second path of an inode as a hardlink to the first (in walk order), which the daemon hashes as such.
-      const first = (await this.firstPathsOfInodes()).get(`${stats.dev}:${stats.ino}`);
+      const first = (await this.firstPathsOfInodes()).get(await inodeKey(this.hostPath(rel)));
       if (first !== undefined && first !== rel) return dockerEntryHasher({ ...header, type: 'hardlink', size: 0, linkname: first }).digest();
     }
-
-    const cached = this.statCache.get(rel);
-    if (
-      cached !== undefined &&
-      cached.size === String(stats.size) &&
-      cached.mtimeNs === String(stats.mtimeNs) &&
-      cached.ctimeNs === String(stats.ctimeNs) &&
-      cached.ino === String(stats.ino) &&
-      cached.mode === Number(stats.mode)
-    ) {
-      return cached.sum;
-    }
+    const cached = this.statCache.cachedSum(entries, rel, stats);
+    if (cached !== undefined) return cached;
     const capability = (await this.contextXattrs())?.get(rel)?.['security.capability'];
     if (capability !== undefined) header.xattrs = { 'security.capability': capability };
     const hasher = dockerEntryHasher(header);
-    const content = createHash('sha256');
-    let size = 0n;
+    let size = 0;
     for await (const chunk of createReadStream(this.hostPath(rel)) as AsyncIterable<Buffer>) {
       hasher.update(chunk);
-      content.update(chunk);
-      size += BigInt(chunk.length);
+      size += chunk.length;
     }
     if (size !== stats.size) {
       throw new BuildContextError(`${join(this.dir, rel)} changed while it was being read (${stats.size} bytes expected, ${size} read)`);
     }
     const sum = hasher.digest();
-    this.statCache.set(rel, {
-      size: String(stats.size),
-      mtimeNs: String(stats.mtimeNs),
-      ctimeNs: String(stats.ctimeNs),
-      ino: String(stats.ino),
-      mode: Number(stats.mode),
-      sum,
-      sha256: content.digest('hex'),
-    });
-    this.dirty = true;
+    this.statCache.remember(entries, rel, stats, sum);
     return sum;
   }
 
   /**
    * The visible children of directory `dir`, in byte order, with their
-   * lstats. Synchronous calls in slices: an unchanged rebuild is mostly this,
-   * and a thread-pool round trip per lstat costs more than the lstat.
+   * lstats, read once per build. Synchronous: an unchanged rebuild is mostly
+   * this, and a thread-pool round trip per lstat costs more than the lstat;
+   * callers walking many directories yield between slices ({@link Slicer}).
    */
-  private async listDir(dir: string): Promise<ListedChild[]> {
+  private listing(dir: string): WalkedPath[] {
+    const known = this.listings.get(dir);
+    if (known !== undefined) return known;
     let names: string[];
     try {
-      names = readdirSync(this.hostPath(dir)).sort(compareNames);
+      names = sortNames(readdirSync(this.hostPath(dir)));
     } catch (err) {
       const code = errnoOf(err);
       if (code === 'ENOENT' || code === 'ENOTDIR') return [];
       throw err;
     }
-    const children: ListedChild[] = [];
-    for (let i = 0; i < names.length; i++) {
-      const child = dir === '' ? names[i]! : `${dir}/${names[i]!}`;
-      const stats = lstatSync(this.hostPath(child), { bigint: true, throwIfNoEntry: false });
-      children.push({ rel: child, stats: stats !== undefined && this.visible(child, stats.isDirectory()) ? stats : undefined });
-      // Let other work (a layer being written) run between slices.
-      if ((i + 1) % STAT_BATCH === 0) await new Promise((resume) => setImmediate(resume));
+    const children: WalkedPath[] = [];
+    const prefix = dir === '' ? '' : `${dir}/`;
+    // Asking the ignore rules about every path costs; below a directory
+    // whose subtree they cannot touch, nothing is asked.
+    const mayIgnore = this.mayIgnoreBelow(dir);
+    for (const name of names) {
+      const child = prefix + name;
+      const stats = lstatSync(this.hostPath(child), NO_THROW);
+      if (stats === undefined) continue;
+      const isDir = stats.isDirectory();
+      if (mayIgnore && !this.visible(child, isDir)) continue;
+      children.push({ rel: child, isDir, stats });
     }
+    this.listings.set(dir, children);
     return children;
+  }
+
+  /**
+   * Whether the ignore rules can exclude anything below directory `dir`:
+   * not when there are none, nor below a directory that is not ignored and
+   * deeper than every pattern reaches (a path there is ignored exactly when
+   * its parent is).
+   */
+  private mayIgnoreBelow(dir: string): boolean {
+    if (this.ignore.patterns.length === 0) return false;
+    const known = this.ignoreReach.get(dir);
+    if (known !== undefined) return known;
+    const reach = this.ignore.maxDepth;
+    const depth = dir === '' ? 0 : dir.split('/').length;
+    const slash = dir.lastIndexOf('/');
+    const parent = dir === '' ? undefined : slash < 0 ? '' : dir.slice(0, slash);
+    const may =
+      reach === undefined || depth < reach || (parent !== undefined && this.mayIgnoreBelow(parent) && this.ignore.ignores(dir));
+    this.ignoreReach.set(dir, may);
+    return may;
   }
 
   /**
@@ -434,29 +485,23 @@ export class BuildContext {
    * Go's filepath.Walk order (byte order, parents first); symlinks are not
    * followed.
    */
-  async *walkPaths(rel: string): AsyncGenerator<{ rel: string; isDir: boolean; stats: BigIntStats }> {
-    const list = (dir: string): Promise<ListedChild[]> => {
-      let pending = this.listings.get(dir);
-      if (pending === undefined) {
-        pending = this.listDir(dir);
-        this.listings.set(dir, pending);
-      }
-      return pending;
-    };
-    const stack: { children: ListedChild[]; next: number }[] = [{ children: await list(rel), next: 0 }];
+  async walkPaths(rel: string): Promise<WalkedPath[]> {
+    const out: WalkedPath[] = [];
+    const slicer = new Slicer();
+    const stack: { children: WalkedPath[]; next: number }[] = [{ children: this.listing(rel), next: 0 }];
     while (stack.length > 0) {
       const frame = stack[stack.length - 1]!;
       if (frame.next >= frame.children.length) {
         stack.pop();
         continue;
       }
-      const { rel: child, stats } = frame.children[frame.next++]!;
-      if (stats === undefined) continue;
-      yield { rel: child, isDir: stats.isDirectory(), stats };
-      if (stats.isDirectory()) stack.push({ children: await list(child), next: 0 });
+      const child = frame.children[frame.next++]!;
+      out.push(child);
+      if (child.isDir) stack.push({ children: this.listing(child.rel), next: 0 });
+      if (slicer.due()) await slicer.pause();
     }
+    return out;
   }
-
 
   /**
    * Finds the sources of a COPY/ADD (`cmd` names it in errors), with Docker's
@@ -476,7 +521,7 @@ export class BuildContext {
       if (path.startsWith('./')) path = path.slice(2);
       if (containsWildcards(path)) {
         const pattern = path;
-        for await (const candidate of this.walkPaths('')) {
+        for (const candidate of await this.walkPaths('')) {
           if (!goMatch(pattern, candidate.rel).matched) continue;
           out.push(await this.sourceFor(origPath, candidate.rel, cmd));
         }
@@ -493,37 +538,134 @@ export class BuildContext {
   }
 
   private async sourceFor(origPath: string, rel: string, cmd: string): Promise<ContextSource> {
-    const { rel: resolvedRel, stats } = await this.resolveInScope(rel, true);
+    const { rel: resolvedRel, stats } = this.resolveInScope(rel, true);
     if (stats === undefined) {
       const shown = rel === '' ? '.' : rel;
       throw new BuildContextError(`${cmd} failed: file not found in build context or excluded by .dockerignore: stat ${shown}: file does not exist`);
     }
     const hostPath = this.hostPath(resolvedRel);
+    const source = (hash: string): ContextSource => ({ origPath, rel, resolvedRel, hostPath, isDir: stats.isDirectory(), hash });
+    // What the source covers, as lstat sees it: unchanged since the hash was
+    // recorded, the hash is reused without a look at any single path.
+    const fingerprint = stats.isDirectory() ? await this.treeFingerprint(resolvedRel, stats) : this.pathFingerprint(resolvedRel, stats);
+    const known = fingerprint === undefined ? undefined : this.statCache.sourceHash(resolvedRel, fingerprint);
+    if (known !== undefined) return source(known);
+
+    let hash: string;
     if (!stats.isDirectory()) {
       const sum = await this.entryHash(resolvedRel);
       if (sum === undefined) throw new BuildContextError(`${cmd} failed: ${rel} is not a file, directory or symlink that can be copied`);
-      return { origPath, rel, resolvedRel, hostPath, isDir: false, hash: `file:${sum}` };
+      hash = `file:${sum}`;
+    } else {
+      hash = await this.directoryHash(resolvedRel, await this.walkPaths(resolvedRel));
     }
+    if (fingerprint !== undefined) this.statCache.rememberSource(resolvedRel, fingerprint, hash);
+    return source(hash);
+  }
+
+  /**
+   * The fingerprint of a single path (not a directory), or undefined for a
+   * file with other links: Docker hashes it as a hardlink to the first path
+   * of its inode in the whole context, which its own lstat cannot tell.
+   */
+  private pathFingerprint(rel: string, stats: Stats): string | undefined {
+    if (stats.nlink > 1 && !stats.isDirectory()) return undefined;
+    const fingerprint = new SourceFingerprint(1);
+    fingerprint.add(rel, stats);
+    return fingerprint.digest();
+  }
+
+  /**
+   * The fingerprint of directory `rel` (canonical, with its lstat) and every
+   * visible path below it: each with its lstat, a symlink with where it
+   * leads, a subdirectory by its own fingerprint, so that nested sources
+   * (`COPY node_modules` then `COPY .`) share the work. Undefined when some
+   * path's hash depends on more than that (see {@link pathFingerprint}).
+   */
+  private async treeFingerprint(rel: string, stats: Stats): Promise<string | undefined> {
+    interface Frame {
+      dir: WalkedPath;
+      children: WalkedPath[];
+      next: number;
+      fingerprint: SourceFingerprint;
+    }
+    const open = (dir: WalkedPath): Frame => {
+      const children = this.listing(dir.rel);
+      const fingerprint = new SourceFingerprint(children.length + 1);
+      fingerprint.add(dir.rel, dir.stats);
+      return { dir, children, next: 0, fingerprint };
+    };
+    const known = this.treeFingerprints.get(rel);
+    if (known !== undefined) return known ?? undefined;
+    const slicer = new Slicer();
+    const stack: Frame[] = [open({ rel, isDir: true, stats })];
+    // Post-order: a directory's fingerprint is done when its last child is.
+    while (stack.length > 0) {
+      const frame = stack[stack.length - 1]!;
+      if (frame.next < frame.children.length) {
+        const child = frame.children[frame.next++]!;
+        let note = '';
+        if (child.isDir) {
+          const nested = this.treeFingerprints.get(child.rel);
+          if (nested === undefined) {
+            stack.push(open(child));
+            continue;
+          }
+          if (nested === null) return this.unfingerprintable(stack);
+          note = nested;
+        } else if (child.stats.isSymbolicLink()) {
+          const target = this.resolveInScope(child.rel, true);
+          if (target.stats === undefined) note = `-> ${target.rel} (missing)`;
+          else if (this.pathFingerprint(target.rel, target.stats) === undefined) return this.unfingerprintable(stack);
+          else note = `-> ${SourceFingerprint.describe(target.rel, target.stats)}`;
+        } else if (child.stats.nlink > 1) {
+          return this.unfingerprintable(stack);
+        }
+        frame.fingerprint.add(child.rel, child.stats, note);
+      } else {
+        stack.pop();
+        const digest = frame.fingerprint.digest();
+        this.treeFingerprints.set(frame.dir.rel, digest);
+        stack[stack.length - 1]?.fingerprint.add(frame.dir.rel, frame.dir.stats, digest);
+      }
+      if (slicer.due()) await slicer.pause();
+    }
+    return this.treeFingerprints.get(rel) ?? undefined;
+  }
+
+  /** Records that the directories on `stack` (and so the source) have no fingerprint. */
+  private unfingerprintable(stack: readonly { dir: WalkedPath }[]): undefined {
+    for (const frame of stack) this.treeFingerprints.set(frame.dir.rel, null);
+    return undefined;
+  }
+
+  /** Docker's `dir:` hash of the directory `rel` (canonical) over the paths walked below it. */
+  private async directoryHash(rel: string, walked: readonly WalkedPath[]): Promise<string> {
+    const entries = await this.pathEntryMap();
     const hashes: string[] = [];
-    if (resolvedRel !== '') {
-      const own = await this.entryHash(resolvedRel);
+    if (rel !== '') {
+      const own = await this.entryHash(rel);
       if (own !== undefined) hashes.push(own);
     }
-    // Walked paths hold no symlink, so only symlink entries need resolving;
-    // a few files are hashed at once to overlap their reads.
-    const pending: Promise<string | undefined>[] = [];
+    // Walked paths hold no symlink, so only symlink entries need resolving.
+    // Hashes known without reading go straight in; files that must be read
+    // are read a few at a time to overlap their I/O. Order does not matter:
+    // the directory hash sorts them.
+    const reading: Promise<string | undefined>[] = [];
     const flush = async (): Promise<void> => {
-      for (const sum of await Promise.all(pending.splice(0))) {
+      for (const sum of await Promise.all(reading.splice(0))) {
         // Docker skips what it cannot hash (a dangling symlink).
         if (sum !== undefined) hashes.push(sum);
       }
     };
-    for await (const entry of this.walkPaths(resolvedRel)) {
-      pending.push(entry.stats.isSymbolicLink() ? this.entryHash(entry.rel) : this.hashCanonical(entry.rel, entry.stats));
-      if (pending.length >= HASH_CONCURRENCY) await flush();
+    for (const entry of walked) {
+      const sum = entry.stats.isSymbolicLink() ? this.entryHash(entry.rel) : this.hashCanonical(entry.rel, entry.stats, entries);
+      if (typeof sum === 'string') hashes.push(sum);
+      else if (sum !== undefined) reading.push(sum);
+      if (reading.length >= HASH_CONCURRENCY) await flush();
     }
     await flush();
-    return { origPath, rel, resolvedRel, hostPath, isDir: true, hash: dockerDirHash(hashes) };
+    return dockerDirHash(hashes);
   }
 
   /**
@@ -541,27 +683,5 @@ export class BuildContext {
   contains(path: string): boolean {
     const rel = relative(this.dir, resolve(path));
     return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
-  }
-}
-
-async function readStatCache(path: string): Promise<Map<string, StatCacheEntry>> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return new Map();
-    throw err;
-  }
-  try {
-    const parsed = JSON.parse(text) as { version?: unknown; entries?: Record<string, StatCacheEntry> };
-    if (parsed.version !== STAT_CACHE_VERSION || typeof parsed.entries !== 'object' || parsed.entries === null) return new Map();
-    const map = new Map<string, StatCacheEntry>();
-    for (const [key, value] of Object.entries(parsed.entries)) {
-      if (typeof value?.sum === 'string' && /^[a-f0-9]{64}$/.test(value.sum)) map.set(key, value);
-    }
-    return map;
-  } catch {
-    // A damaged cache only costs re-hashing.
-    return new Map();
   }
 }

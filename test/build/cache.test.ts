@@ -90,26 +90,37 @@ describe('build cache', () => {
     expect(cachedFlags(await run(ctx, { sourceDateEpoch: 200 }))).toEqual([true, false, false, false, false, false, false]);
   });
 
-  it('a cached rebuild only lstats the context: the stat cache is trusted while files look unchanged', async () => {
+  it('a cached rebuild only lstats the context: recorded hashes are trusted while files look unchanged', async () => {
     const ctx = await context();
     await run(ctx);
     const cacheDir = join(store.root, 'strata', 'buildcache');
     const contextPath = await realpath(ctx);
-    let forged = 0;
-    for (const name of (await readdir(cacheDir)).filter((n) => n.startsWith('stat-'))) {
-      const path = join(cacheDir, name);
-      const data = JSON.parse(await readFile(path, 'utf8'));
-      if (data.context !== contextPath) continue;
-      data.entries['b.txt'].sum = 'e'.repeat(64);
-      await writeFile(path, JSON.stringify(data));
-      forged++;
-    }
-    expect(forged).toBe(1);
+    /** Rewrites this context's `kind` file (sources- or stat-) with `change`. */
+    const forge = async (kind: string, change: (data: Record<string, Record<string, { hash?: string; sum?: string }>>) => void): Promise<number> => {
+      let forged = 0;
+      for (const name of (await readdir(cacheDir)).filter((n) => n.startsWith(`${kind}-`))) {
+        const path = join(cacheDir, name);
+        const data = JSON.parse(await readFile(path, 'utf8'));
+        if (data.context !== contextPath) continue;
+        change(data);
+        await writeFile(path, JSON.stringify(data));
+        forged++;
+      }
+      return forged;
+    };
+    // The record of the source answers first.
+    expect(await forge('sources', (data) => (data.sources!['b.txt']!.hash = `file:${'e'.repeat(64)}`))).toBe(1);
     const rebuilt = await run(ctx);
     // Had b.txt been read, its real hash would have given a cache hit.
     expect(cachedFlags(rebuilt)).toEqual([true, true, true, true, true, false, false]);
     const image = await builtImage(store, rebuilt.id);
     expect(image.config.history!.at(-2)!.created_by).toBe(`/bin/sh -c #(nop) COPY file:${'e'.repeat(64)} in /app/ `);
+    // Without it, the per-path record.
+    expect(await forge('sources', (data) => (data.sources = {}))).toBe(1);
+    expect(await forge('stat', (data) => (data.entries!['b.txt']!.sum = 'd'.repeat(64)))).toBe(1);
+    const again = await run(ctx);
+    expect(cachedFlags(again)).toEqual([true, true, true, true, true, false, false]);
+    expect((await builtImage(store, again.id)).config.history!.at(-2)!.created_by).toBe(`/bin/sh -c #(nop) COPY file:${'d'.repeat(64)} in /app/ `);
   });
 
   it('keeps cached layers through gc, and rebuilds a step whose layer is gone', async () => {

@@ -4,7 +4,7 @@
  * Docker records in `created_by` — the expected values below were produced by
  * `docker build` (Docker 20.10, classic builder) from the same files.
  */
-import { chmod, link, mkdir, utimes, writeFile, symlink, readFile, readdir } from 'node:fs/promises';
+import { chmod, link, mkdir, rm, utimes, writeFile, symlink, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BuildContext, BuildContextError, dockerEntryHasher } from '../../src/build/context.js';
@@ -171,13 +171,16 @@ describe('BuildContext sources', () => {
     const first = await BuildContext.open({ contextDir: dir, cacheDir });
     const h1 = (await first.resolveSources(['f.txt'], 'COPY'))[0]!.hash;
     await first.save();
-    const [name] = await readdir(cacheDir);
-    expect(name).toMatch(/^stat-[a-f0-9]{32}\.json$/);
-    const saved = JSON.parse(await readFile(join(cacheDir, name!), 'utf8'));
+    const names = (await readdir(cacheDir)).sort();
+    expect(names).toEqual([expect.stringMatching(/^sources-[a-f0-9]{32}\.json$/), expect.stringMatching(/^stat-[a-f0-9]{32}\.json$/)]);
+    const statFile = join(cacheDir, names[1]!);
+    const saved = JSON.parse(await readFile(statFile, 'utf8'));
     expect(saved.entries['f.txt'].sum).toBe(h1.slice('file:'.length));
-    // Forge the cached hash: an unchanged file is not read again, so the forged value comes back.
+    // Forge the cached hash (and forget the per-source record, which would
+    // answer first): an unchanged file is not read again, so the forged value comes back.
     saved.entries['f.txt'].sum = 'f'.repeat(64);
-    await writeFile(join(cacheDir, name!), JSON.stringify(saved));
+    await writeFile(statFile, JSON.stringify(saved));
+    await rm(join(cacheDir, names[0]!));
     const second = await BuildContext.open({ contextDir: dir, cacheDir });
     expect((await second.resolveSources(['f.txt'], 'COPY'))[0]!.hash).toBe(`file:${'f'.repeat(64)}`);
     // A changed file (new size and ctime) is hashed again.
@@ -186,6 +189,74 @@ describe('BuildContext sources', () => {
     const h3 = (await third.resolveSources(['f.txt'], 'COPY'))[0]!.hash;
     expect(h3).not.toBe(h1);
     expect(h3).not.toBe(`file:${'f'.repeat(64)}`);
+  });
+
+  describe('per-source records', () => {
+    /** Resolves `paths` with the stat cache in `cacheDir`, saving it afterwards. */
+    async function hashesWithCache(dir: string, cacheDir: string, paths: string[]): Promise<string[]> {
+      const ctx = await BuildContext.open({ contextDir: dir, cacheDir });
+      const sources = await ctx.resolveSources(paths, 'COPY');
+      await ctx.save();
+      return sources.map((s) => s.hash);
+    }
+    /** What a context with nothing remembered says. */
+    async function freshHashes(dir: string, paths: string[]): Promise<string[]> {
+      return (await (await BuildContext.open({ contextDir: dir })).resolveSources(paths, 'COPY')).map((s) => s.hash);
+    }
+    /** Replaces the recorded hash of every source, so that a reused record shows. */
+    async function forgeSources(cacheDir: string): Promise<string> {
+      const name = (await readdir(cacheDir)).find((n) => n.startsWith('sources-'))!;
+      const data = JSON.parse(await readFile(join(cacheDir, name), 'utf8'));
+      for (const entry of Object.values(data.sources) as { hash: string }[]) entry.hash = `dir:${'a'.repeat(64)}`;
+      await writeFile(join(cacheDir, name), JSON.stringify(data));
+      return `dir:${'a'.repeat(64)}`;
+    }
+
+    it('reuse a directory hash while nothing below it changes, and see a change anywhere in it', async () => {
+      const dir = await dockerFixture();
+      const cacheDir = await tempDir('strata-statcache-');
+      const [real] = await hashesWithCache(dir, cacheDir, ['srcdir']);
+      expect(real).toBe((await freshHashes(dir, ['srcdir']))[0]);
+      const forged = await forgeSources(cacheDir);
+      expect(await hashesWithCache(dir, cacheDir, ['srcdir'])).toEqual([forged]);
+      // Same size, new content, deep down: lstat (mtime, ctime) tells.
+      await writeFile(join(dir, 'srcdir', 'sub', 's2'), 'S2\n');
+      const [changed] = await hashesWithCache(dir, cacheDir, ['srcdir']);
+      expect(changed).not.toBe(real);
+      expect(changed).toBe((await freshHashes(dir, ['srcdir']))[0]);
+    });
+
+    it('see a change where a symlink in the source leads, even outside the source', async () => {
+      const dir = await dockerFixture();
+      await symlink('../f.txt', join(dir, 'srcdir', 'outside'));
+      const cacheDir = await tempDir('strata-statcache-');
+      const [real] = await hashesWithCache(dir, cacheDir, ['srcdir']);
+      await forgeSources(cacheDir);
+      await writeFile(join(dir, 'f.txt'), 'other\n');
+      const [changed] = await hashesWithCache(dir, cacheDir, ['srcdir']);
+      expect(changed).not.toBe(real);
+      expect(changed).toBe((await freshHashes(dir, ['srcdir']))[0]);
+    });
+
+    it('are not used for a source holding a file with other links, whose hash depends on the whole context', async () => {
+      const dir = await dockerFixture();
+      await link(join(dir, 'f.txt'), join(dir, 'srcdir', 'linked'));
+      const cacheDir = await tempDir('strata-statcache-');
+      const [real] = await hashesWithCache(dir, cacheDir, ['srcdir']);
+      expect(await readdir(cacheDir)).not.toContainEqual(expect.stringMatching(/^sources-/));
+      expect(await hashesWithCache(dir, cacheDir, ['srcdir'])).toEqual([real]);
+    });
+
+    it('ignore files that .dockerignore hides coming and going', async () => {
+      const dir = await dockerFixture();
+      await writeFile(join(dir, '.dockerignore'), 'srcdir/*.log\n');
+      const cacheDir = await tempDir('strata-statcache-');
+      const [real] = await hashesWithCache(dir, cacheDir, ['srcdir']);
+      const forged = await forgeSources(cacheDir);
+      await writeFile(join(dir, 'srcdir', 'debug.log'), 'noise\n');
+      expect(await hashesWithCache(dir, cacheDir, ['srcdir'])).toEqual([forged]);
+      expect((await freshHashes(dir, ['srcdir']))[0]).toBe(real);
+    });
   });
 
   it('refuses a context that does not exist', async () => {

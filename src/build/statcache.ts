@@ -1,0 +1,255 @@
+/**
+ * What a build remembers about its context between builds, so that a rebuild
+ * of an unchanged context reads no file content and little else.
+ *
+ * Two files under `ROOT/strata/buildcache`, named by a hash of the context's
+ * canonical path:
+ *
+ * - `stat-<key>.json`, per path: what lstat said of it when it was hashed
+ *   (size, mtime, ctime, inode, mode) and Docker's per-path hash. A path whose
+ *   lstat still says the same is not read again. Read only when some source
+ *   has changed, since on a large context parsing it is a good part of a
+ *   cached rebuild.
+ * - `sources-<key>.json`, per COPY/ADD source: a fingerprint of the lstat of
+ *   everything the source covers (see {@link SourceFingerprint}) and the
+ *   source's hash. An unchanged fingerprint gives the hash with no per-path
+ *   work at all.
+ *
+ * Both rest on the same trust as git's index and BuildKit's file-hash cache:
+ * content does not change while size, mtime, ctime and inode stay the same.
+ * Either file, damaged or from another version, only costs re-hashing.
+ */
+import { createHash } from 'node:crypto';
+import type { Stats } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeJsonAtomic } from '../util/atomic.js';
+import { sortNames } from '../tar/entry.js';
+
+/** What lstat said of a path when it was hashed, and the hash. */
+export interface StatCacheEntry {
+  /**
+   * Size, mtime and ctime (ms, as lstat's doubles give them:
+   * sub-microsecond), inode, mode. Any difference means it is read again.
+   */
+  stat: [size: number, mtimeMs: number, ctimeMs: number, ino: number, mode: number];
+  /** Docker's per-path hash (hex). */
+  sum: string;
+}
+
+interface SourceEntry {
+  fingerprint: string;
+  hash: string;
+}
+
+const STAT_CACHE_VERSION = 2;
+const SOURCES_VERSION = 1;
+/** Entries past which paths not used by the current build are dropped. */
+const STAT_CACHE_LIMIT = 200_000;
+/** Sources past which those not used by the current build are dropped. */
+const SOURCES_LIMIT = 10_000;
+const HEX64 = /^[a-f0-9]{64}$/;
+
+function errnoOf(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | null)?.code;
+}
+
+async function readJson(path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The recorded fields of `stats`, in {@link StatCacheEntry.stat} order. */
+function statFacts(stats: Stats): StatCacheEntry['stat'] {
+  return [stats.size, stats.mtimeMs, stats.ctimeMs, stats.ino, stats.mode];
+}
+
+/** Numbers {@link SourceFingerprint} records per path. */
+const FACTS_PER_PATH = 6;
+/** Paths a {@link SourceFingerprint} collects before hashing them. */
+const PATHS_PER_BATCH = 1024;
+
+/**
+ * A running fingerprint of the paths a source covers: feed each path with
+ * its lstat (and, for a symlink, where it leads) in walk order. The numbers
+ * go in as raw doubles, not text: turning a fractional mtime into a string
+ * costs more than hashing it.
+ */
+export class SourceFingerprint {
+  private readonly hash = createHash('sha256');
+  private names = '';
+  private readonly facts: Float64Array;
+  private count = 0;
+
+  /** `paths`: how many paths are coming, if known (sizes the buffer). */
+  constructor(paths = PATHS_PER_BATCH) {
+    this.facts = new Float64Array(FACTS_PER_PATH * Math.max(1, Math.min(paths, PATHS_PER_BATCH)));
+  }
+
+  /** How `rel` looks to lstat, as far as its hash can tell, as text (for a symlink's target). */
+  static describe(rel: string, stats: Stats): string {
+    return `${rel} ${SourceFingerprint.factsOf(stats).join(' ')}`;
+  }
+
+  private static factsOf(stats: Stats): number[] {
+    // A directory's own hash covers only its name and mode; what changes
+    // below it is seen path by path, so its times (which also move when an
+    // ignored file comes or goes) are left out.
+    if (stats.isDirectory()) return [stats.mode, -1, -1, -1, -1, -1];
+    return [stats.mode, stats.size, stats.mtimeMs, stats.ctimeMs, stats.ino, stats.rdev];
+  }
+
+  /**
+   * Adds `rel` as lstat describes it; `note` carries anything else its hash
+   * depends on (where a symlink leads, a directory's own fingerprint).
+   */
+  add(rel: string, stats: Stats, note = ''): void {
+    this.names += `${rel}\0${note}\n`;
+    const at = this.count * FACTS_PER_PATH;
+    if (stats.isDirectory()) {
+      this.facts[at] = stats.mode;
+      this.facts.fill(-1, at + 1, at + FACTS_PER_PATH);
+    } else {
+      this.facts[at] = stats.mode;
+      this.facts[at + 1] = stats.size;
+      this.facts[at + 2] = stats.mtimeMs;
+      this.facts[at + 3] = stats.ctimeMs;
+      this.facts[at + 4] = stats.ino;
+      this.facts[at + 5] = stats.rdev;
+    }
+    if (++this.count * FACTS_PER_PATH === this.facts.length) this.flush();
+  }
+
+  digest(): string {
+    this.flush();
+    return this.hash.digest('hex');
+  }
+
+  private flush(): void {
+    this.hash.update(this.names);
+    this.hash.update(new Uint8Array(this.facts.buffer, 0, this.count * FACTS_PER_PATH * 8));
+    this.names = '';
+    this.count = 0;
+  }
+}
+
+/** The stat cache of one build context. Open with {@link ContextStatCache.open}. */
+export class ContextStatCache {
+  private entries: Promise<Map<string, StatCacheEntry>> | undefined;
+  private entriesDirty = false;
+  private sourcesDirty = false;
+  /** Sources asked about by this build. */
+  private readonly usedSources = new Set<string>();
+
+  private constructor(
+    /** The context's canonical path, recorded in the files for whoever reads them. */
+    private readonly contextDir: string,
+    private readonly statPath: string | undefined,
+    private readonly sourcesPath: string | undefined,
+    private readonly sources: Map<string, SourceEntry>,
+  ) {}
+
+  /**
+   * Opens the cache of `contextDir` (canonical) in `cacheDir`; without a
+   * `cacheDir` nothing is remembered between builds. Reads only the sources file.
+   */
+  static async open(cacheDir: string | undefined, contextDir: string): Promise<ContextStatCache> {
+    if (cacheDir === undefined) return new ContextStatCache(contextDir, undefined, undefined, new Map());
+    const key = createHash('sha256').update(contextDir).digest('hex').slice(0, 32);
+    const sourcesPath = join(cacheDir, `sources-${key}.json`);
+    const sources = new Map<string, SourceEntry>();
+    const parsed = (await readJson(sourcesPath)) as { version?: unknown; sources?: Record<string, SourceEntry> } | undefined;
+    if (parsed?.version === SOURCES_VERSION && typeof parsed.sources === 'object' && parsed.sources !== null) {
+      for (const [rel, entry] of Object.entries(parsed.sources)) {
+        if (typeof entry?.fingerprint === 'string' && typeof entry.hash === 'string') sources.set(rel, { fingerprint: entry.fingerprint, hash: entry.hash });
+      }
+    }
+    return new ContextStatCache(contextDir, join(cacheDir, `stat-${key}.json`), sourcesPath, sources);
+  }
+
+  /** The hash recorded for source `rel` when its fingerprint was `fingerprint`. */
+  sourceHash(rel: string, fingerprint: string): string | undefined {
+    this.usedSources.add(rel);
+    const entry = this.sources.get(rel);
+    return entry?.fingerprint === fingerprint ? entry.hash : undefined;
+  }
+
+  rememberSource(rel: string, fingerprint: string, hash: string): void {
+    this.usedSources.add(rel);
+    const entry = this.sources.get(rel);
+    if (entry?.fingerprint === fingerprint && entry.hash === hash) return;
+    this.sources.set(rel, { fingerprint, hash });
+    this.sourcesDirty = true;
+  }
+
+  /** The per-path entries, read on first use. */
+  pathEntries(): Promise<Map<string, StatCacheEntry>> {
+    this.entries ??= this.readEntries();
+    return this.entries;
+  }
+
+  /**
+   * The recorded hash of `rel` if lstat still says what it said then. Only
+   * after {@link pathEntries} has resolved; before, nothing is known.
+   */
+  cachedSum(entries: Map<string, StatCacheEntry>, rel: string, stats: Stats): string | undefined {
+    const cached = entries.get(rel);
+    if (cached === undefined) return undefined;
+    const [size, mtimeMs, ctimeMs, ino, mode] = cached.stat;
+    const unchanged = size === stats.size && mtimeMs === stats.mtimeMs && ctimeMs === stats.ctimeMs && ino === stats.ino && mode === stats.mode;
+    return unchanged ? cached.sum : undefined;
+  }
+
+  remember(entries: Map<string, StatCacheEntry>, rel: string, stats: Stats, sum: string): void {
+    entries.set(rel, { stat: statFacts(stats), sum });
+    this.entriesDirty = true;
+  }
+
+  /**
+   * Writes back what changed. `usedPaths` are the paths this build hashed:
+   * past the size bound, only those are kept.
+   */
+  async save(usedPaths: Iterable<string>): Promise<void> {
+    if (this.entriesDirty && this.statPath !== undefined && this.entries !== undefined) {
+      const map = await this.entries;
+      const used = new Set(usedPaths);
+      // Paths this build did not look at are kept for other Dockerfiles of the
+      // same context, unless the cache has grown past its bound.
+      const keep = map.size > STAT_CACHE_LIMIT ? [...map.keys()].filter((k) => used.has(k)) : [...map.keys()];
+      const out: Record<string, StatCacheEntry> = {};
+      for (const key of sortNames(keep)) out[key] = map.get(key)!;
+      await writeJsonAtomic(this.statPath, { version: STAT_CACHE_VERSION, context: this.contextDir, entries: out });
+      this.entriesDirty = false;
+    }
+    if (this.sourcesDirty && this.sourcesPath !== undefined) {
+      const keep = this.sources.size > SOURCES_LIMIT ? [...this.sources.keys()].filter((k) => this.usedSources.has(k)) : [...this.sources.keys()];
+      const out: Record<string, SourceEntry> = {};
+      for (const key of sortNames(keep)) out[key] = this.sources.get(key)!;
+      await writeJsonAtomic(this.sourcesPath, { version: SOURCES_VERSION, context: this.contextDir, sources: out });
+      this.sourcesDirty = false;
+    }
+  }
+
+  private async readEntries(): Promise<Map<string, StatCacheEntry>> {
+    const map = new Map<string, StatCacheEntry>();
+    if (this.statPath === undefined) return map;
+    const parsed = (await readJson(this.statPath)) as { version?: unknown; entries?: Record<string, StatCacheEntry> } | undefined;
+    if (parsed?.version !== STAT_CACHE_VERSION || typeof parsed.entries !== 'object' || parsed.entries === null) return map;
+    for (const [key, value] of Object.entries(parsed.entries)) {
+      const stat = value?.stat;
+      const wellFormed = Array.isArray(stat) && stat.length === 5 && stat.every((n) => typeof n === 'number');
+      if (wellFormed && typeof value.sum === 'string' && HEX64.test(value.sum)) map.set(key, value);
+    }
+    return map;
+  }
+}
