@@ -409,7 +409,6 @@ class Builder {
     this.tempDir = join(tempBase, `${process.pid}-${randomBytes(6).toString('hex')}`);
     this.lease = await this.deps.content.lease();
     try {
-      await mkdir(this.tempDir, { recursive: true });
       for (const index of this.plan.order) {
         this.opts.signal?.throwIfAborted();
         this.stageStates.set(index, await this.buildStage(index));
@@ -1021,8 +1020,9 @@ class Builder {
     const cmd = instruction.kind;
     const isAdd = instruction.kind === 'ADD';
     const chmod = instruction.chmod !== undefined ? parseChmod(instruction.chmod) : undefined;
+    // Created only by what needs it (a download, an archive to unpack), each
+    // with mkdir -p: a cached step touches no directory.
     const stepTemp = join(this.tempDir, randomBytes(6).toString('hex'));
-    await mkdir(stepTemp, { recursive: true });
     try {
       // Sources and their hashes first: they are part of the cache key.
       const hashes: string[] = [];

@@ -14,7 +14,7 @@
  * hashed and fsynced temp file, so a reader never sees a partial blob, whatever
  * happens to the writer.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { type FileHandle, chmod, link, mkdir, open, opendir, readFile, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -167,10 +167,19 @@ export class ContentStore {
     }
   }
 
-  /** Stores a small in-memory value (strings are UTF-8). */
+  /**
+   * Stores a small in-memory value (strings are UTF-8). A blob already there
+   * is kept (claimed for `lease` first): the bytes are hashed in memory, so
+   * a rebuild that makes the same config and manifest again writes nothing.
+   */
   async putBytes(data: Uint8Array | string, lease?: Lease): Promise<BlobInfo> {
+    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}` as Digest;
+    // Lease first, then look (see claim); a stored copy of the wrong size is replaced below.
+    if (lease !== undefined) await lease.add(digest);
+    if ((await this.size(digest)) === bytes.length) return { digest, size: bytes.length };
     const blobWriter = this.writer({ lease });
-    blobWriter.end(typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
+    blobWriter.end(bytes);
     return blobWriter.commit();
   }
 
