@@ -23,15 +23,17 @@
  * with the installed TypeScript) on a private dockerd this script starts and
  * stops itself, and loaded into each strata store with `docker save`.
  *
- * Every strata build runs the CLI (`node DIST/cli/main.js build -q`) in a
- * fresh process, as a user would, so process start-up is paid on both sides
+ * Every strata build runs the CLI as installed (`node DIST/cli/strata.cjs
+ * build -q`, the package's bin: the bundled CLI, compiled with its code cache
+ * once one exists) in a fresh process, as a user would, so process start-up
+ * is paid on both sides
  * (docker's CLI start-up and context upload are in its figure). `sync`
  * (untimed) runs before every timed build so neither side pays for the
  * other's writeback. Runs alternate which engine goes first; the table shows
  * the best and the median of --runs runs, and the ratio of the bests.
  *
  * Usage: node bench/build.mjs [--dist DIR] [--runs N] [--profile DIR]
- * DIR defaults to ../dist (build with `npx tsc -p tsconfig.json`). With
+ * DIR defaults to ../dist (build with `npm run build`). With
  * --profile, one extra cold and one extra cached strata build are run under
  * `node --cpu-prof` and the profiles written to that directory. Needs root,
  * dockerd, containerd, runc and a static busybox (/bin/busybox). Prints
@@ -134,9 +136,9 @@ if (process.getuid?.() !== 0) {
   console.error('bench/build.mjs needs root (it starts a private dockerd)');
   process.exit(1);
 }
-const cli = join(dist, 'cli', 'main.js');
+const cli = join(dist, 'cli', 'strata.cjs');
 if (!existsSync(cli)) {
-  console.error(`no strata CLI at ${cli}: build it first (npx tsc -p tsconfig.json), or pass --dist DIR`);
+  console.error(`no strata CLI at ${cli}: build it first (npm run build), or pass --dist DIR`);
   process.exit(1);
 }
 const { Strata } = await import(pathToFileURL(join(dist, 'strata.js')).href);

@@ -11,6 +11,7 @@ import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, type HelpContext } from 'commander';
 import { resolveRoot } from '../util/root.js';
+import { packageFile } from './paths.js';
 import { stopAllProgress } from './progress.js';
 import { registerVersionCommand } from './commands/version.js';
 import { registerImagesCommand } from './commands/images.js';
@@ -119,16 +120,15 @@ class StrataCommand extends Command {
 }
 
 function readPackageVersion(): string {
-  // dist/cli/main.js and src/cli/main.ts both sit two levels below package.json.
-  const url = new URL('../../package.json', import.meta.url);
+  const path = packageFile('package.json');
   let text: string;
   try {
-    text = readFileSync(url, 'utf8');
+    text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new Error(`cannot read strata's package.json at ${fileURLToPath(url)}: ${(err as Error).message}`);
+    throw new Error(`cannot read strata's package.json at ${path}: ${(err as Error).message}`);
   }
   const version = (JSON.parse(text) as { version?: unknown }).version;
-  if (typeof version !== 'string') throw new Error(`package.json at ${fileURLToPath(url)} has no version`);
+  if (typeof version !== 'string') throw new Error(`package.json at ${path} has no version`);
   return version;
 }
 
@@ -254,7 +254,12 @@ function isEntryPoint(): boolean {
   }
 }
 
-if (isEntryPoint()) {
+/**
+ * Runs the CLI as the process's program: arguments from `process.argv`, exit
+ * status in `process.exitCode`. Used by this module when node runs it, and
+ * by the `strata` launcher (`strata.cjs`), which loads the bundled CLI.
+ */
+export async function runCli(): Promise<void> {
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     // The reader went away (`strata images | head -1`): stop quietly, as a
     // SIGPIPE'd Unix tool would.
@@ -263,3 +268,5 @@ if (isEntryPoint()) {
   });
   process.exitCode = await main();
 }
+
+if (isEntryPoint()) void runCli();

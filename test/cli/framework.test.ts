@@ -23,6 +23,7 @@ import {
   truncateId,
 } from '../../src/cli/output.js';
 import { createProgress, stopAllProgress } from '../../src/cli/progress.js';
+import { CODE_CACHE_HOME } from './helpers.js';
 import { defaultRoot, resolveRoot } from '../../src/util/root.js';
 
 const repoRoot = resolve(import.meta.dirname, '..', '..');
@@ -350,8 +351,8 @@ describe('main (in process)', () => {
 });
 
 describe('strata binary', () => {
-  // Built by the global setup (npm run build); STRATA_CLI_MAIN points elsewhere when iterating.
-  const cli = process.env.STRATA_CLI_MAIN ?? join(repoRoot, 'dist', 'cli', 'main.js');
+  // The package's bin, built by the global setup (npm run build); STRATA_CLI_MAIN points elsewhere when iterating.
+  const cli = process.env.STRATA_CLI_MAIN ?? join(repoRoot, 'dist', 'cli', 'strata.cjs');
 
   function strata(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
     if (!existsSync(cli)) throw new Error(`${cli} is missing: build first (npm run build)`);
@@ -359,7 +360,7 @@ describe('strata binary', () => {
       execFile(
         process.execPath,
         [cli, ...args],
-        { env: { PATH: process.env.PATH, HOME: '/home/nobody-strata-test', ...env }, encoding: 'utf8' },
+        { env: { PATH: process.env.PATH, HOME: '/home/nobody-strata-test', XDG_CACHE_HOME: CODE_CACHE_HOME, ...env }, encoding: 'utf8' },
         (err, stdout, stderr) => {
           const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
           res({ code, stdout, stderr });

@@ -1,7 +1,8 @@
 /**
- * Runs the built `strata` binary (dist/cli/main.js, built by the global
- * setup or `npm run build`) as a child process, with its own store root,
- * optional stdin bytes, and stdout kept as bytes for archive commands.
+ * Runs the built `strata` binary (dist/cli/strata.cjs, the package's bin:
+ * the bundled CLI behind its code-cache launcher, built by the global setup
+ * or `npm run build`) as a child process, with its own store root, optional
+ * stdin bytes, and stdout kept as bytes for archive commands.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -11,7 +12,9 @@ import { join, resolve } from 'node:path';
 
 export const REPO = resolve(import.meta.dirname, '..', '..');
 /** The binary under test; STRATA_CLI_MAIN points elsewhere when iterating. */
-export const CLI = process.env.STRATA_CLI_MAIN ?? join(REPO, 'dist', 'cli', 'main.js');
+export const CLI = process.env.STRATA_CLI_MAIN ?? join(REPO, 'dist', 'cli', 'strata.cjs');
+/** Where the launcher keeps its code cache during tests (the test HOME does not exist). */
+export const CODE_CACHE_HOME = join(tmpdir(), 'strata-test-code-cache');
 
 export interface RunResult {
   code: number;
@@ -34,7 +37,7 @@ export function strata(args: readonly string[], options: RunOptions = {}): Promi
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], {
       cwd: options.cwd,
-      env: { PATH: process.env.PATH, HOME: '/home/nobody-strata-test', ...options.env },
+      env: { PATH: process.env.PATH, HOME: '/home/nobody-strata-test', XDG_CACHE_HOME: CODE_CACHE_HOME, ...options.env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     const out: Buffer[] = [];

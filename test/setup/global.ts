@@ -19,7 +19,8 @@ export default function setup(): void {
   // Helpers iterating on one module may skip the whole-tree build.
   if (process.env.STRATA_SKIP_BUILD === "1") return;
   const root = join(import.meta.dirname, '..', '..');
-  const cli = join(root, 'dist', 'cli', 'main.js');
-  if (existsSync(cli) && statSync(cli).mtimeMs >= newestMtime(join(root, 'src'))) return;
+  // The bundled CLI is the build's last output.
+  const built = join(root, 'dist', 'cli', 'strata-bundle.cjs');
+  if (existsSync(built) && statSync(built).mtimeMs >= newestMtime(join(root, 'src'))) return;
   execFileSync('npm', ['run', 'build', '--silent'], { cwd: root, stdio: 'inherit' });
 }

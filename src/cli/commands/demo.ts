@@ -13,7 +13,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packageFile } from '../paths.js';
 import type { Command } from 'commander';
 import { loadDockerignore } from '../../build/dockerignore.js';
 import type { Digest } from '../../content/digest.js';
@@ -32,7 +32,7 @@ export const DEMO_ARCHIVE = 'strata-demo.tar';
 
 /** The sample app, found beside the installed package (dist/cli/commands → package root), not the current directory. */
 export function sampleAppDir(): string {
-  return fileURLToPath(new URL('../../../testdata/sample-app/', import.meta.url)).replace(/\/$/, '');
+  return packageFile('testdata/sample-app/').replace(/\/$/, '');
 }
 
 /**

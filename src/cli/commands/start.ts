@@ -11,7 +11,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { cliEntryPoint } from '../paths.js';
 import { Option, type Command } from 'commander';
 import type { CliContext } from '../main.js';
 import { failWith, messageOf, openStrata } from './common.js';
@@ -24,17 +24,13 @@ interface StartFlags {
   supervise?: boolean;
 }
 
-/** The CLI entry point next to this module (dist/cli/main.js). */
-function cliMain(): string {
-  return fileURLToPath(new URL('../main.js', import.meta.url));
-}
 
 /**
  * Starts `container` under a detached supervisor (`strata start --supervise`)
  * and waits until it reports the process running, or why it could not start.
  */
 async function startDetached(ctx: CliContext, container: string): Promise<void> {
-  const child = spawn(process.execPath, [cliMain(), '--root', ctx.root(), 'start', '--supervise', container], {
+  const child = spawn(process.execPath, [cliEntryPoint(), '--root', ctx.root(), 'start', '--supervise', container], {
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
     env: ctx.env,
