@@ -30,8 +30,9 @@
  * with its own network and the store bind-mounted) do not exclude each other;
  * all users of a store must share a network namespace.
  */
+import { mkdirSync, realpathSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { mkdir, realpath, unlink } from 'node:fs/promises';
+import { mkdir, unlink } from 'node:fs/promises';
 import { createServer, connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 
@@ -75,8 +76,9 @@ export type ReleaseLock = () => Promise<void>;
 export async function acquireLock(root: string, name: string, options: LockOptions = {}): Promise<ReleaseLock> {
   const { signal } = options;
   signal?.throwIfAborted();
-  await mkdir(root, { recursive: true });
-  const realRoot = await realpath(root);
+  // Synchronous: the lock is taken on every tag, and a pool round trip costs more than these.
+  mkdirSync(root, { recursive: true });
+  const realRoot = realpathSync(root);
   const key = createHash('sha256').update(`${realRoot}:${name}`).digest('hex').slice(0, 32);
   const fileDir = join(realRoot, 'strata', 'locks');
   const address = options.forceFileSocket ? { path: join(fileDir, `${key}.sock`), file: true } : socketAddress('lock', key, fileDir);
@@ -155,6 +157,8 @@ type WaitOutcome = 'released' | 'refused' | 'aborted';
 
 /** Connects to the holder at `path` and waits for the connection to close. */
 function waitForHolder(path: string, signal: AbortSignal | undefined): Promise<WaitOutcome> {
+  // An abort that came while trying to listen has already fired its event.
+  if (signal?.aborted) return Promise.resolve('aborted');
   return new Promise((resolve, reject) => {
     const socket: Socket = connect({ path });
     let settled = false;
