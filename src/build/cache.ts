@@ -16,7 +16,8 @@
  * rebuild would reuse; removing the entries (or the directory) releases them.
  */
 import { createHash } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDigest, type Digest } from '../content/digest.js';
 import { registerGcRoots } from '../image/gc.js';
@@ -91,7 +92,8 @@ export class BuildCache {
   async get(key: string): Promise<CacheEntry | undefined> {
     let text: string;
     try {
-      const data = await readFile(this.pathFor(key));
+      // Entries are small: read synchronously (a pool round trip costs more).
+      const data = readFileSync(this.pathFor(key));
       if (data.length > MAX_ENTRY_BYTES) return undefined;
       text = data.toString('utf8');
     } catch (err) {

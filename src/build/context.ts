@@ -26,15 +26,15 @@
  */
 import { createHash } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { createReadStream, lstatSync, readdirSync, readlinkSync } from 'node:fs';
-import { lstat, readFile, realpath } from 'node:fs/promises';
+import { createReadStream, lstatSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
+import { lstat } from 'node:fs/promises';
 import { isAbsolute, join, posix, relative, resolve } from 'node:path';
 import { StrataError } from '../content/errors.js';
 import { sortNames, type EntryHeader } from '../tar/entry.js';
 import { directorySourceHash } from './dockerfile/history.js';
 import { readTreeXattrs, walkTree, type WalkedEntry } from '../tar/walk.js';
 import { loadDockerignore, type DockerignoreMatcher } from './dockerignore.js';
-import { ContextStatCache, SourceFingerprint, type StatCacheEntry } from './statcache.js';
+import { ContextStatCache, DirectoryFacts, fingerprintOf, type StatCacheEntry } from './statcache.js';
 import { containsWildcards, goMatch } from './gomatch.js';
 import { entryTypeOf } from '../tar/walk.js';
 
@@ -217,8 +217,8 @@ export class BuildContext {
   private readonly listings = new Map<string, WalkedPath[]>();
   /** Whether the ignore rules can exclude anything below a directory (see mayIgnoreBelow). */
   private readonly ignoreReach = new Map<string, boolean>();
-  /** Directory fingerprints, each computed once per build; null where there is none (see treeFingerprint). */
-  private readonly treeFingerprints = new Map<string, string | null>();
+  /** What lstat says of each directory's tree, gathered once per build; null where no fingerprint can be had (see treeFingerprint). */
+  private readonly subtreeFacts = new Map<string, DirectoryFacts | null>();
 
   private constructor(
     /** Absolute, symlink-free path of the context directory. */
@@ -236,12 +236,12 @@ export class BuildContext {
   static async open(opts: BuildContextOptions): Promise<BuildContext> {
     let dir: string;
     try {
-      dir = await realpath(resolve(opts.contextDir));
+      dir = realpathSync(resolve(opts.contextDir));
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') throw new BuildContextError(`unable to prepare context: path ${JSON.stringify(opts.contextDir)} not found`);
       throw err;
     }
-    if (!(await lstat(dir)).isDirectory()) throw new BuildContextError(`unable to prepare context: context must be a directory: ${dir}`);
+    if (!lstatSync(dir).isDirectory()) throw new BuildContextError(`unable to prepare context: context must be a directory: ${dir}`);
     const ignore = await loadDockerignore(dir, opts.dockerfile);
     return new BuildContext(dir, ignore, await ContextStatCache.open(opts.cacheDir, dir));
   }
@@ -570,9 +570,9 @@ export class BuildContext {
    */
   private pathFingerprint(rel: string, stats: Stats): string | undefined {
     if (stats.nlink > 1 && !stats.isDirectory()) return undefined;
-    const fingerprint = new SourceFingerprint(1);
-    fingerprint.add(rel, stats);
-    return fingerprint.digest();
+    const facts = new DirectoryFacts(1);
+    facts.add(rel, stats);
+    return fingerprintOf(facts);
   }
 
   /**
@@ -583,59 +583,63 @@ export class BuildContext {
    * path's hash depends on more than that (see {@link pathFingerprint}).
    */
   private async treeFingerprint(rel: string, stats: Stats): Promise<string | undefined> {
+    const facts = await this.treeFacts(rel, stats);
+    return facts === undefined ? undefined : fingerprintOf(facts);
+  }
+
+  /** The {@link DirectoryFacts} of directory `rel` and everything below it; see {@link treeFingerprint}. */
+  private async treeFacts(rel: string, stats: Stats): Promise<DirectoryFacts | undefined> {
     interface Frame {
       dir: WalkedPath;
       children: WalkedPath[];
       next: number;
-      fingerprint: SourceFingerprint;
+      facts: DirectoryFacts;
     }
     const open = (dir: WalkedPath): Frame => {
       const children = this.listing(dir.rel);
-      const fingerprint = new SourceFingerprint(children.length + 1);
-      fingerprint.add(dir.rel, dir.stats);
-      return { dir, children, next: 0, fingerprint };
+      const facts = new DirectoryFacts(children.length + 1);
+      facts.add(dir.rel, dir.stats);
+      return { dir, children, next: 0, facts };
     };
-    const known = this.treeFingerprints.get(rel);
+    const known = this.subtreeFacts.get(rel);
     if (known !== undefined) return known ?? undefined;
     const slicer = new Slicer();
     const stack: Frame[] = [open({ rel, isDir: true, stats })];
-    // Post-order: a directory's fingerprint is done when its last child is.
+    // Post-order: a directory's facts are complete when its last child is.
     while (stack.length > 0) {
       const frame = stack[stack.length - 1]!;
       if (frame.next < frame.children.length) {
         const child = frame.children[frame.next++]!;
-        let note = '';
         if (child.isDir) {
-          const nested = this.treeFingerprints.get(child.rel);
-          if (nested === undefined) {
-            stack.push(open(child));
-            continue;
-          }
-          if (nested === null) return this.unfingerprintable(stack);
-          note = nested;
-        } else if (child.stats.isSymbolicLink()) {
+          const nested = this.subtreeFacts.get(child.rel);
+          if (nested === undefined) stack.push(open(child));
+          else if (nested === null) return this.unfingerprintable(stack);
+          else frame.facts.add(child.rel, child.stats, '', nested);
+          continue;
+        }
+        let note = '';
+        if (child.stats.isSymbolicLink()) {
           const target = this.resolveInScope(child.rel, true);
           if (target.stats === undefined) note = `-> ${target.rel} (missing)`;
           else if (this.pathFingerprint(target.rel, target.stats) === undefined) return this.unfingerprintable(stack);
-          else note = `-> ${SourceFingerprint.describe(target.rel, target.stats)}`;
+          else note = `-> ${DirectoryFacts.describe(target.rel, target.stats)}`;
         } else if (child.stats.nlink > 1) {
           return this.unfingerprintable(stack);
         }
-        frame.fingerprint.add(child.rel, child.stats, note);
+        frame.facts.add(child.rel, child.stats, note);
       } else {
         stack.pop();
-        const digest = frame.fingerprint.digest();
-        this.treeFingerprints.set(frame.dir.rel, digest);
-        stack[stack.length - 1]?.fingerprint.add(frame.dir.rel, frame.dir.stats, digest);
+        this.subtreeFacts.set(frame.dir.rel, frame.facts);
+        stack[stack.length - 1]?.facts.add(frame.dir.rel, frame.dir.stats, '', frame.facts);
       }
       if (slicer.due()) await slicer.pause();
     }
-    return this.treeFingerprints.get(rel) ?? undefined;
+    return this.subtreeFacts.get(rel) ?? undefined;
   }
 
   /** Records that the directories on `stack` (and so the source) have no fingerprint. */
   private unfingerprintable(stack: readonly { dir: WalkedPath }[]): undefined {
-    for (const frame of stack) this.treeFingerprints.set(frame.dir.rel, null);
+    for (const frame of stack) this.subtreeFacts.set(frame.dir.rel, null);
     return undefined;
   }
 

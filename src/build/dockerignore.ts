@@ -18,7 +18,7 @@
  * - it silently ignores `!` alone and throws raw RegExp errors for malformed
  *   patterns, where Docker refuses the file with a clear error.
  */
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { isAbsolute, join, posix, relative, resolve, sep } from 'node:path';
 import balenaIgnore from '@balena/dockerignore';
 import { goTrimSpace } from './dockerfile/gocompat.js';
@@ -287,7 +287,7 @@ export function createDockerignoreMatcher(
 
 async function readIfExists(path: string): Promise<string | undefined> {
   try {
-    return await readFile(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;

@@ -20,8 +20,9 @@
  * Output follows the classic builder (`Step 2/5 : COPY . /app`,
  * ` ---> Using cache`, ` ---> 1a2b3c4d5e6f`, `Successfully built …`).
  */
+import { existsSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { basename, isAbsolute, join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { parseDigest, sha256Of, type Digest } from '../content/digest.js';
@@ -380,7 +381,7 @@ class Builder {
     this.filename = basename(dockerfilePath);
     let text: string;
     try {
-      text = await readFile(dockerfilePath, 'utf8');
+      text = readFileSync(dockerfilePath, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         throw new BuildError(`Cannot locate specified Dockerfile: ${this.opts.dockerfile ?? 'Dockerfile'}`);
@@ -419,7 +420,7 @@ class Builder {
       return await this.writeResult(final, refs);
     } finally {
       await this.context.save().catch(() => undefined);
-      await rm(this.tempDir, { recursive: true, force: true }).catch(() => undefined);
+      if (existsSync(this.tempDir)) await rm(this.tempDir, { recursive: true, force: true }).catch(() => undefined);
       await this.lease.release().catch(() => undefined);
     }
   }
@@ -1105,7 +1106,7 @@ class Builder {
         { runningIn: false },
       );
     } finally {
-      await rm(stepTemp, { recursive: true, force: true }).catch(() => undefined);
+      if (existsSync(stepTemp)) await rm(stepTemp, { recursive: true, force: true }).catch(() => undefined);
     }
   }
 

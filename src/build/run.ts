@@ -14,9 +14,10 @@
  * (`RUN <<EOF` starting with `#!`) are bind-mounted read-only at
  * `/dev/pipes/<name>`.
  */
+import { readdirSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StrataError } from '../content/errors.js';
 import { processIsAlive } from '../util/process.js';
@@ -95,7 +96,7 @@ export async function cleanStaleRunDirs(root: string): Promise<void> {
 export async function cleanStaleDirs(base: string, before?: (dir: string) => Promise<void>): Promise<void> {
   let names: string[];
   try {
-    names = await readdir(base);
+    names = readdirSync(base);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw err;

@@ -11,7 +11,7 @@
  *   has changed, since on a large context parsing it is a good part of a
  *   cached rebuild.
  * - `sources-<key>.json`, per COPY/ADD source: a fingerprint of the lstat of
- *   everything the source covers (see {@link SourceFingerprint}) and the
+ *   everything the source covers (see {@link DirectoryFacts}) and the
  *   source's hash. An unchanged fingerprint gives the hash with no per-path
  *   work at all.
  *
@@ -19,9 +19,8 @@
  * content does not change while size, mtime, ctime and inode stay the same.
  * Either file, damaged or from another version, only costs re-hashing.
  */
-import { createHash } from 'node:crypto';
-import type { Stats } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { createHash, type Hash } from 'node:crypto';
+import { readFileSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { sortNames } from '../tar/entry.js';
@@ -57,7 +56,7 @@ function errnoOf(err: unknown): string | undefined {
 async function readJson(path: string): Promise<unknown> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = readFileSync(path, 'utf8');
   } catch (err) {
     if (errnoOf(err) === 'ENOENT') return undefined;
     throw err;
@@ -74,31 +73,32 @@ function statFacts(stats: Stats): StatCacheEntry['stat'] {
   return [stats.size, stats.mtimeMs, stats.ctimeMs, stats.ino, stats.mode];
 }
 
-/** Numbers {@link SourceFingerprint} records per path. */
+/** Numbers {@link DirectoryFacts} records per path. */
 const FACTS_PER_PATH = 6;
-/** Paths a {@link SourceFingerprint} collects before hashing them. */
-const PATHS_PER_BATCH = 1024;
 
 /**
- * A running fingerprint of the paths a source covers: feed each path with
- * its lstat (and, for a symlink, where it leads) in walk order. The numbers
- * go in as raw doubles, not text: turning a fractional mtime into a string
- * costs more than hashing it.
+ * What lstat says of the children of one directory (and of the directory),
+ * as far as their hashes can tell: names (with, for a symlink, where it
+ * leads) as text, the numbers as raw doubles, since turning a fractional
+ * mtime into a string costs more than hashing it. Subdirectories come as
+ * their own DirectoryFacts, so nested sources (`COPY node_modules` then
+ * `COPY .`) share them; {@link fingerprintOf} hashes a whole tree of them.
  */
-export class SourceFingerprint {
-  private readonly hash = createHash('sha256');
+export class DirectoryFacts {
   private names = '';
   private readonly facts: Float64Array;
   private count = 0;
+  /** Subdirectories, in the order they were added. */
+  private readonly nested: DirectoryFacts[] = [];
 
-  /** `paths`: how many paths are coming, if known (sizes the buffer). */
-  constructor(paths = PATHS_PER_BATCH) {
-    this.facts = new Float64Array(FACTS_PER_PATH * Math.max(1, Math.min(paths, PATHS_PER_BATCH)));
+  /** `paths`: how many paths will be added (the directory itself included). */
+  constructor(paths: number) {
+    this.facts = new Float64Array(FACTS_PER_PATH * Math.max(1, paths));
   }
 
   /** How `rel` looks to lstat, as far as its hash can tell, as text (for a symlink's target). */
   static describe(rel: string, stats: Stats): string {
-    return `${rel} ${SourceFingerprint.factsOf(stats).join(' ')}`;
+    return `${rel} ${DirectoryFacts.factsOf(stats).join(' ')}`;
   }
 
   private static factsOf(stats: Stats): number[] {
@@ -111,11 +111,11 @@ export class SourceFingerprint {
 
   /**
    * Adds `rel` as lstat describes it; `note` carries anything else its hash
-   * depends on (where a symlink leads, a directory's own fingerprint).
+   * depends on (where a symlink leads); `nested` is a subdirectory's own facts.
    */
-  add(rel: string, stats: Stats, note = ''): void {
+  add(rel: string, stats: Stats, note = '', nested?: DirectoryFacts): void {
     this.names += `${rel}\0${note}\n`;
-    const at = this.count * FACTS_PER_PATH;
+    const at = this.count++ * FACTS_PER_PATH;
     if (stats.isDirectory()) {
       this.facts[at] = stats.mode;
       this.facts.fill(-1, at + 1, at + FACTS_PER_PATH);
@@ -127,20 +127,26 @@ export class SourceFingerprint {
       this.facts[at + 4] = stats.ino;
       this.facts[at + 5] = stats.rdev;
     }
-    if (++this.count * FACTS_PER_PATH === this.facts.length) this.flush();
+    if (nested !== undefined) this.nested.push(nested);
   }
 
-  digest(): string {
-    this.flush();
-    return this.hash.digest('hex');
+  /** Feeds this directory and everything below it to `hash`, depth first. */
+  feed(hash: Hash): void {
+    const stack: DirectoryFacts[] = [this];
+    while (stack.length > 0) {
+      const dir = stack.pop()!;
+      hash.update(dir.names);
+      hash.update(new Uint8Array(dir.facts.buffer, 0, dir.count * FACTS_PER_PATH * 8));
+      for (let i = dir.nested.length - 1; i >= 0; i--) stack.push(dir.nested[i]!);
+    }
   }
+}
 
-  private flush(): void {
-    this.hash.update(this.names);
-    this.hash.update(new Uint8Array(this.facts.buffer, 0, this.count * FACTS_PER_PATH * 8));
-    this.names = '';
-    this.count = 0;
-  }
+/** The fingerprint of a source: sha256 over the facts of everything it covers. */
+export function fingerprintOf(facts: DirectoryFacts): string {
+  const hash = createHash('sha256');
+  facts.feed(hash);
+  return hash.digest('hex');
 }
 
 /** The stat cache of one build context. Open with {@link ContextStatCache.open}. */

@@ -25,6 +25,7 @@
  * collection, even after the image lost all its names. Whatever runs gc must
  * have imported this module.
  */
+import { mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, unlink } from 'node:fs/promises';
@@ -347,8 +348,9 @@ export class ContainerStore {
     const images = deps.images ?? (await ImageStore.open(root));
     const snapshotter = deps.snapshotter ?? new Snapshotter(images.root, images.content, images.layers);
     const store = new ContainerStore(images.root, images, snapshotter);
-    await mkdir(containersDir(store.root), { recursive: true });
-    await mkdir(namesDir(store.root), { recursive: true });
+    // Synchronous: they exist on all but the first open.
+    mkdirSync(containersDir(store.root), { recursive: true });
+    mkdirSync(namesDir(store.root), { recursive: true });
     await store.cleanStale();
     return store;
   }

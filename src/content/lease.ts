@@ -24,7 +24,8 @@
  *   `ContentStore.sweep` for why that is enough).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, readdir, unlink, appendFile } from 'node:fs/promises';
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { readFile, readdir, unlink } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { isDigest, parseDigest, type Digest } from './digest.js';
@@ -63,18 +64,13 @@ export class Lease {
   /** Creates a lease in the store at `root`. @internal use `ContentStore.lease()`. */
   static async create(root: string): Promise<Lease> {
     const dir = leaseDir(root);
-    await mkdir(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true });
     const id = randomBytes(16).toString('hex');
     const { server, connections } = await listenLiveness(leaseSocket(root, id).path);
     const file = join(dir, `${id}${LEASE_SUFFIX}`);
     try {
-      const handle = await open(file, 'wx', 0o644);
-      try {
-        // For people reading the directory; the collector ignores comment lines.
-        await handle.writeFile(`# strata lease pid=${process.pid} created=${new Date().toISOString()}\n`);
-      } finally {
-        await handle.close();
-      }
+      // For people reading the directory; the collector ignores comment lines.
+      writeFileSync(file, `# strata lease pid=${process.pid} created=${new Date().toISOString()}\n`, { flag: 'wx', mode: 0o644 });
     } catch (err) {
       await closeServer(server, connections);
       throw err;
@@ -103,11 +99,15 @@ export class Lease {
     }
     let added = this.pending.get(valid);
     if (!added) {
-      // One append per digest; concurrent adders of the same digest share it, so
-      // none of them resolves before the entry is actually in the file.
-      added = appendFile(this.file, `${valid}\n`);
+      // One append per digest, synchronous: the entry is in the file before
+      // anything else runs (a pool round trip costs more than the write).
+      try {
+        appendFileSync(this.file, `${valid}\n`);
+      } catch (err) {
+        return Promise.reject(err as Error);
+      }
+      added = Promise.resolve();
       this.pending.set(valid, added);
-      added.catch(() => this.pending.delete(valid));
     }
     return added;
   }

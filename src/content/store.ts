@@ -15,7 +15,8 @@
  * happens to the writer.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { type FileHandle, chmod, link, mkdir, open, opendir, readFile, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { type FileHandle, chmod, link, mkdir, open, opendir, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
@@ -79,6 +80,8 @@ const INGEST_PREFIX = `${TEMP_PREFIX}ingest-`;
 /** Temp names carry their creator's pid (`…-<pid>-<random hex>`), which {@link ContentStore.cleanTemp} relies on. */
 const READ_CHUNK = 256 * 1024;
 const DEFAULT_MAX_IN_MEMORY = 32 * 1024 * 1024;
+/** Blobs up to this size are read into memory with one synchronous call. */
+const SMALL_BLOB = 1024 * 1024;
 
 /** A content-addressed store of blobs rooted at an OCI image layout directory. */
 export class ContentStore {
@@ -94,10 +97,12 @@ export class ContentStore {
    */
   static async open(root: string): Promise<ContentStore> {
     const store = new ContentStore(resolve(root));
-    await Promise.all([store.blobsDir, store.tempDir, join(store.root, 'strata', 'leases'), store.trashDir].map((dir) => mkdir(dir, { recursive: true })));
+    // Synchronous: directories that almost always exist already; a thread-pool
+    // round trip each costs more than the mkdir (and opening is on every command's path).
+    for (const dir of [store.blobsDir, store.tempDir, join(store.root, 'strata', 'leases'), store.trashDir]) mkdirSync(dir, { recursive: true });
     await createIfMissing(join(store.root, 'oci-layout'), JSON.stringify(OCI_LAYOUT));
     await createIfMissing(join(store.root, 'index.json'), JSON.stringify(EMPTY_INDEX));
-    await checkLayoutVersion(join(store.root, 'oci-layout'));
+    checkLayoutVersion(join(store.root, 'oci-layout'));
     return store;
   }
 
@@ -127,13 +132,9 @@ export class ContentStore {
 
   /** Size of the blob in bytes, or undefined when it is not in the store. */
   async size(digest: string): Promise<number | undefined> {
-    try {
-      const info = await stat(this.blobPath(digest));
-      return info.isFile() ? info.size : undefined;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
-    }
+    // One stat: synchronous, as a pool round trip costs more than the call.
+    const info = statSync(this.blobPath(digest), { throwIfNoEntry: false });
+    return info?.isFile() ? info.size : undefined;
   }
 
   /**
@@ -210,6 +211,17 @@ export class ContentStore {
     const size = await this.size(valid);
     if (size === undefined) throw new BlobNotFoundError(valid);
     if (size > maxSize) throw new BlobTooLargeError(valid, size, maxSize);
+    if (size <= SMALL_BLOB) {
+      // A manifest or config: one synchronous read and a hash, not a stream.
+      const bytes = readSmallBlob(this.blobPath(valid));
+      if (bytes !== undefined) {
+        if (bytes.length > maxSize) throw new BlobTooLargeError(valid, bytes.length, maxSize);
+        const actual = `sha256:${createHash('sha256').update(bytes).digest('hex')}` as Digest;
+        if (actual !== valid) throw new BlobCorruptError(valid, actual);
+        return bytes;
+      }
+      // Gone since the stat: a sweep may have it in the trash, which the stream looks in.
+    }
     const chunks: Buffer[] = [];
     let total = 0;
     for await (const chunk of this.createReadStream(valid) as AsyncIterable<Buffer>) {
@@ -635,12 +647,7 @@ async function openIfExists(path: string): Promise<FileHandle | undefined> {
  * existing name where rename() would overwrite, say, a freshly tagged index).
  */
 async function createIfMissing(target: string, data: string): Promise<void> {
-  try {
-    await stat(target);
-    return;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
+  if (statSync(target, { throwIfNoEntry: false }) !== undefined) return;
   const temp = tempPathFor(target);
   const handle = await open(temp, 'wx', 0o644);
   try {
@@ -659,8 +666,18 @@ async function createIfMissing(target: string, data: string): Promise<void> {
   }
 }
 
-async function checkLayoutVersion(path: string): Promise<void> {
-  const text = await readFile(path, 'utf8');
+/** The whole of a small blob file, or undefined when it is not there. */
+function readSmallBlob(path: string): Buffer | undefined {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+function checkLayoutVersion(path: string): void {
+  const text = readFileSync(path, 'utf8');
   let version: unknown;
   try {
     version = (JSON.parse(text) as { imageLayoutVersion?: unknown }).imageLayoutVersion;

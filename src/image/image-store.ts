@@ -31,7 +31,7 @@
  * (shared with gc), replaced atomically; readers need no lock.
  */
 import { join } from 'node:path';
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseDigest, type Digest } from '../content/digest.js';
@@ -301,7 +301,8 @@ export class ImageStore {
   async readIndex(): Promise<ImageIndex> {
     let text: string;
     try {
-      text = await readFile(this.indexPath, 'utf8');
+      // Read on every lookup and tag: synchronously, as a pool round trip costs more.
+      text = readFileSync(this.indexPath, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] };
       throw err;

@@ -10,7 +10,8 @@
  * File names are built only from validated digests, and records are replaced
  * atomically, so a reader sees the old record or the new one, never a torn one.
  */
-import { readFile, unlink } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { digestHex, isDigest, type Digest } from '../content/digest.js';
 import { StrataError } from '../content/errors.js';
@@ -170,7 +171,8 @@ function validDigest(value: string, what: string): Digest {
 }
 
 async function readRecordFile(path: string): Promise<string> {
-  const data = await readFile(path);
+  // A record is a few hundred bytes: read synchronously (a pool round trip costs more).
+  const data = readFileSync(path);
   if (data.length > MAX_RECORD_BYTES) throw new InvalidLayerRecordError(path, `is ${data.length} bytes, more than a record can be`);
   return data.toString('utf8');
 }

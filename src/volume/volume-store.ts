@@ -25,6 +25,7 @@
  * the store through a usage provider ({@link VolumeStore.setUsageProvider}).
  * Without one, no volume is in use.
  */
+import { mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, lstat, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -233,7 +234,7 @@ export class VolumeStore {
   /** Opens (creating the directories if needed) the volumes of the store at `root`. */
   static async open(root: string, options: VolumeStoreOptions = {}): Promise<VolumeStore> {
     const store = new VolumeStore(root, options);
-    await mkdir(store.volumesDir, { recursive: true });
+    mkdirSync(store.volumesDir, { recursive: true });
     return store;
   }
 
