@@ -35,6 +35,7 @@ import { directorySourceHash } from './dockerfile/history.js';
 import { readTreeXattrs, walkTree, type WalkedEntry } from '../tar/walk.js';
 import { loadDockerignore, type DockerignoreMatcher } from './dockerignore.js';
 import { ContextStatCache, DirectoryFacts, fingerprintOf, type StatCacheEntry } from './statcache.js';
+import { takeContextListing } from './context-listing.cjs';
 import { containsWildcards, goMatch } from './gomatch.js';
 import { entryTypeOf } from '../tar/walk.js';
 
@@ -114,6 +115,8 @@ export interface WalkedPath {
 const HASH_CONCURRENCY = 8;
 /** What {@link BuildContext} hashWithoutReading answers for a file whose content has to be read. */
 const READ_NEEDED: unique symbol = Symbol('read needed');
+/** What listedFingerprint answers when there is no listing of the context to use. */
+const NOT_LISTED: unique symbol = Symbol('not listed');
 /** lstatSync's options: a missing path is undefined, not an exception (one object, not one per call). */
 const NO_THROW = { throwIfNoEntry: false } as const;
 /** Symlinks followed in one lookup before giving up, as Linux does. */
@@ -219,6 +222,8 @@ export class BuildContext {
   private readonly ignoreReach = new Map<string, boolean>();
   /** What lstat says of each directory's tree, gathered once per build; null where no fingerprint can be had (see treeFingerprint). */
   private readonly subtreeFacts = new Map<string, DirectoryFacts | null>();
+  /** find's listing of the context, split on first use (see listedPaths). */
+  private findListing: Promise<string[] | undefined> | undefined;
 
   private constructor(
     /** Absolute, symlink-free path of the context directory. */
@@ -547,7 +552,7 @@ export class BuildContext {
     const source = (hash: string): ContextSource => ({ origPath, rel, resolvedRel, hostPath, isDir: stats.isDirectory(), hash });
     // What the source covers, as lstat sees it: unchanged since the hash was
     // recorded, the hash is reused without a look at any single path.
-    const fingerprint = stats.isDirectory() ? await this.treeFingerprint(resolvedRel, stats) : this.pathFingerprint(resolvedRel, stats);
+    const fingerprint = stats.isDirectory() ? await this.directoryFingerprint(resolvedRel, stats) : this.pathFingerprint(resolvedRel, stats);
     const known = fingerprint === undefined ? undefined : this.statCache.sourceHash(resolvedRel, fingerprint);
     if (known !== undefined) return source(known);
 
@@ -561,6 +566,87 @@ export class BuildContext {
     }
     if (fingerprint !== undefined) this.statCache.rememberSource(resolvedRel, fingerprint, hash);
     return source(hash);
+  }
+
+  /**
+   * The fingerprint of directory `rel` (canonical, with its lstat): from
+   * find's listing of the context when the launcher started one, else from a
+   * walk. Undefined when it has none (see {@link pathFingerprint}).
+   */
+  private async directoryFingerprint(rel: string, stats: Stats): Promise<string | undefined> {
+    const listed = await this.listedFingerprint(rel, stats);
+    return listed === NOT_LISTED ? this.treeFingerprint(rel, stats) : listed;
+  }
+
+  /**
+   * find's listing of the whole context (see context-listing.cts), split:
+   * path, fields, path, fields... in find's order, which is depth first, so
+   * a directory's subtree follows it directly. Undefined when there is none
+   * or it failed.
+   */
+  private listedPaths(): Promise<string[] | undefined> {
+    this.findListing ??= (async () => {
+      // Taken only now: a listing taken is waited for, and a build without COPY needs none.
+      const text = await takeContextListing(this.dir);
+      return text === undefined ? undefined : text.split('\0');
+    })();
+    return this.findListing;
+  }
+
+  /**
+   * The fingerprint of directory `rel` from find's listing: every visible
+   * path below it with type, mode and (not for directories) size, times,
+   * inode and links, in find's order; a symlink with where it leads.
+   * {@link NOT_LISTED} when there is no listing; undefined as in
+   * {@link pathFingerprint}. The order is find's (the directories' own order,
+   * unsorted): the same for an unchanged tree, and a tree that changed gives
+   * other lines whatever their order.
+   */
+  private async listedFingerprint(rel: string, stats: Stats): Promise<string | undefined | typeof NOT_LISTED> {
+    const parts = await this.listedPaths();
+    if (parts === undefined) return NOT_LISTED;
+    let start = 0;
+    if (rel !== '') {
+      while (start + 1 < parts.length && parts[start] !== rel) start += 2;
+      // Not listed (made after find ran?): walk instead.
+      if (start + 1 >= parts.length || parts[start + 1]![0] !== 'd') return NOT_LISTED;
+      start += 2;
+    }
+    const prefix = rel === '' ? '' : `${rel}/`;
+    let text = `find1 ${stats.mode}\n`;
+    let hidden: string | undefined;
+    for (let i = start; i + 1 < parts.length; i += 2) {
+      const path = parts[i]!;
+      if (!path.startsWith(prefix)) break;
+      if (hidden !== undefined && path.startsWith(hidden)) continue;
+      hidden = undefined;
+      const fields = parts[i + 1]!;
+      const type = fields[0];
+      const isDir = type === 'd';
+      const slash = path.lastIndexOf('/');
+      if (this.mayIgnoreBelow(slash < 0 ? '' : path.slice(0, slash)) && !this.visible(path, isDir)) {
+        if (isDir) hidden = `${path}/`;
+        continue;
+      }
+      if (isDir) {
+        // Name and mode: a directory's times move when ignored files come and go.
+        text += `${path}\0${fields.slice(0, fields.indexOf(' ', 2))}\n`;
+      } else if (type === 'f') {
+        // Docker hashes a second link of an inode by the whole context's walk order.
+        if (!fields.endsWith(' 1')) return undefined;
+        text += `${path}\0${fields}\n`;
+      } else if (type === 'l') {
+        const target = this.resolveInScope(path, true);
+        if (target.stats !== undefined && this.pathFingerprint(target.rel, target.stats) === undefined) return undefined;
+        text += `${path}\0${fields} -> ${target.stats === undefined ? `${target.rel} (missing)` : DirectoryFacts.describe(target.rel, target.stats)}\n`;
+      } else if (type === 'c' || type === 'b') {
+        // find prints no device numbers.
+        return undefined;
+      } else {
+        text += `${path}\0${fields}\n`;
+      }
+    }
+    return `find1:${createHash('sha256').update(text).digest('hex')}`;
   }
 
   /**

@@ -122,6 +122,13 @@ function loadBundle(source: string): CliModule {
   return module.exports as CliModule;
 }
 
+// `strata build`: list the context on another core while the CLI loads
+// (an optimisation only: a launcher without the module runs without it).
+try {
+  (require('../build/context-listing.cjs') as typeof import('../build/context-listing.cjs')).prefetchForBuild(process.argv.slice(2));
+} catch {
+  // No listing: the build walks the context itself.
+}
 const bundleSource = readOrUndefined(BUNDLE)?.toString('utf8');
 if (bundleSource !== undefined) {
   void loadBundle(bundleSource).runCli();
