@@ -274,9 +274,10 @@ export function parseRunMount(spec: string, expand?: (word: string) => string): 
       // Deferred to dispatch time, when the variables are known.
       if (!MOUNT_KEYS.includes(key)) throw new FlagError(`unexpected key '${key}' in '${field}'`);
       deferred = true;
-      assignDeferred(mount, key, value);
+      assignText(mount, key, value);
       continue;
     }
+    if (assignText(mount, key, value)) continue;
     switch (key) {
       case 'type': {
         const type = value.toLowerCase() as RunMountType;
@@ -286,15 +287,6 @@ export function parseRunMount(spec: string, expand?: (word: string) => string): 
       }
       case 'from':
         mount.from = value;
-        break;
-      case 'source':
-      case 'src':
-        mount.source = value;
-        break;
-      case 'target':
-      case 'dst':
-      case 'destination':
-        mount.target = value;
         break;
       case 'readonly':
       case 'ro':
@@ -308,9 +300,6 @@ export function parseRunMount(spec: string, expand?: (word: string) => string): 
         break;
       case 'required':
         requiredValue = bool(key, value);
-        break;
-      case 'id':
-        mount.id = value;
         break;
       case 'sharing': {
         const sharing = value.toLowerCase();
@@ -331,9 +320,6 @@ export function parseRunMount(spec: string, expand?: (word: string) => string): 
         break;
       case 'size':
         mount.size = parseSize(value);
-        break;
-      case 'env':
-        mount.env = value;
         break;
       default:
         throw new FlagError(`unexpected key '${key}' in '${field}'`);
@@ -364,24 +350,31 @@ export function parseRunMount(spec: string, expand?: (word: string) => string): 
   return mount;
 }
 
-function assignDeferred(mount: RunMount, key: string, value: string): void {
+/**
+ * Sets a mount field that is plain text (source, target, id, env), which is
+ * also all that can be set before a value with variables is expanded (type,
+ * sharing, mode, uid, gid, size, ro/rw and required are only known then).
+ * Returns whether `key` was one of them.
+ */
+function assignText(mount: RunMount, key: string, value: string): boolean {
   switch (key) {
     case 'source':
     case 'src':
       mount.source = value;
-      break;
+      return true;
     case 'target':
     case 'dst':
     case 'destination':
       mount.target = value;
-      break;
+      return true;
     case 'id':
       mount.id = value;
-      break;
+      return true;
     case 'env':
       mount.env = value;
-      break;
-    // type, sharing, mode, uid, gid, size, ro/rw and required are only known once expanded.
+      return true;
+    default:
+      return false;
   }
 }
 
