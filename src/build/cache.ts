@@ -16,13 +16,13 @@
  * rebuild would reuse; removing the entries (or the directory) releases them.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDigest, type Digest } from '../content/digest.js';
 import { registerGcRoots } from '../image/gc.js';
 import type { ImageConfig } from '../image/types.js';
 import { writeJsonAtomic } from '../util/atomic.js';
+import { readFileOrUndefined } from '../util/fs.js';
 
 /** Version of the key scheme and entry format; bumping it invalidates every entry. */
 const CACHE_VERSION = 1;
@@ -90,16 +90,9 @@ export class BuildCache {
 
   /** The entry for `key`, or undefined when there is none (or it is unreadable: a damaged entry is a miss). */
   async get(key: string): Promise<CacheEntry | undefined> {
-    let text: string;
-    try {
-      // Entries are small: read synchronously (a pool round trip costs more).
-      const data = readFileSync(this.pathFor(key));
-      if (data.length > MAX_ENTRY_BYTES) return undefined;
-      text = data.toString('utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
-    }
+    const data = readFileOrUndefined(this.pathFor(key));
+    if (data === undefined || data.length > MAX_ENTRY_BYTES) return undefined;
+    const text = data.toString('utf8');
     try {
       const entry = JSON.parse(text) as CacheEntry;
       if (entry.version !== CACHE_VERSION || typeof entry.config !== 'object' || entry.config === null) return undefined;

@@ -38,6 +38,7 @@ import { ContextStatCache, DirectoryFacts, fingerprintOf, type StatCacheEntry } 
 import { takeContextListing } from './context-listing.cjs';
 import { containsWildcards, goMatch } from './gomatch.js';
 import { entryTypeOf } from '../tar/walk.js';
+import { errnoOf, lstatSyncOrUndefined } from '../util/fs.js';
 
 /** A COPY/ADD source problem, worded as Docker words it. */
 export class BuildContextError extends StrataError {
@@ -175,19 +176,6 @@ export function dockerEntryHasher(h: HashedHeader): { update(chunk: Uint8Array):
 /** Docker's `dir:` hash: sha256 of the sorted, comma-joined hashes of a directory and everything in it. */
 export const dockerDirHash = directorySourceHash;
 
-function errnoOf(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | null)?.code;
-}
-
-function lstatOrUndefined(path: string): Stats | undefined {
-  try {
-    return lstatSync(path, { throwIfNoEntry: false });
-  } catch (err) {
-    if (errnoOf(err) === 'ENOTDIR') return undefined;
-    throw err;
-  }
-}
-
 /**
  * The exact identity of a multiply-linked file. Plain stats give the inode
  * as a double, which can round for the 64-bit inode numbers of overlayfs
@@ -280,7 +268,7 @@ export class BuildContext {
 
   /** lstat of `rel` when it is visible. */
   private visibleStats(rel: string): Stats | undefined {
-    const stats = lstatOrUndefined(this.hostPath(rel));
+    const stats = lstatSyncOrUndefined(this.hostPath(rel));
     if (stats === undefined || !this.visible(rel, stats.isDirectory())) return undefined;
     return stats;
   }
@@ -318,7 +306,7 @@ export class BuildContext {
       stack.push(part);
     }
     const final = stack.join('/');
-    return { rel: final, stats: final === '' ? lstatOrUndefined(this.dir) : this.visibleStats(final) };
+    return { rel: final, stats: final === '' ? lstatSyncOrUndefined(this.dir) : this.visibleStats(final) };
   }
 
   /**

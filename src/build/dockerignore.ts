@@ -18,10 +18,10 @@
  * - it silently ignores `!` alone and throws raw RegExp errors for malformed
  *   patterns, where Docker refuses the file with a clear error.
  */
-import { readFileSync } from 'node:fs';
 import { isAbsolute, join, posix, relative, resolve, sep } from 'node:path';
 import balenaIgnore from '@balena/dockerignore';
 import { goTrimSpace } from './dockerfile/gocompat.js';
+import { readFileOrUndefined } from '../util/fs.js';
 
 /** A `.dockerignore` Docker would refuse. */
 export class DockerignoreError extends Error {
@@ -285,15 +285,6 @@ export function createDockerignoreMatcher(
   return matcher;
 }
 
-async function readIfExists(path: string): Promise<string | undefined> {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-}
-
 /**
  * Loads the ignore rules for a build: `<dockerfilePath>.dockerignore` (beside
  * the Dockerfile) when it exists, else `<contextDir>/.dockerignore`, else
@@ -309,7 +300,7 @@ export async function loadDockerignore(contextDir: string, dockerfilePath?: stri
   const opts: { dockerfile?: string; source?: string } = insideContext ? { dockerfile: relDockerfile } : {};
 
   for (const candidate of [`${dockerfile}.dockerignore`, join(context, '.dockerignore')]) {
-    const text = await readIfExists(candidate);
+    const text = readFileOrUndefined(candidate)?.toString('utf8');
     if (text === undefined) continue;
     return createDockerignoreMatcher(readDockerignore(text), { ...opts, source: candidate });
   }

@@ -20,10 +20,11 @@
  * Either file, damaged or from another version, only costs re-hashing.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { readFileSync, type Stats } from 'node:fs';
+import type { Stats } from 'node:fs';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../util/atomic.js';
 import { sortNames } from '../tar/entry.js';
+import { readFileOrUndefined } from '../util/fs.js';
 
 /** What lstat said of a path when it was hashed, and the hash. */
 export interface StatCacheEntry {
@@ -49,20 +50,12 @@ const STAT_CACHE_LIMIT = 200_000;
 const SOURCES_LIMIT = 10_000;
 const HEX64 = /^[a-f0-9]{64}$/;
 
-function errnoOf(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | null)?.code;
-}
-
-async function readJson(path: string): Promise<unknown> {
-  let text: string;
+/** The parsed JSON of `path`; undefined when it is missing or not JSON (a damaged cache only costs re-hashing). */
+function readJson(path: string): unknown {
+  const bytes = readFileOrUndefined(path);
+  if (bytes === undefined) return undefined;
   try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return undefined;
-    throw err;
-  }
-  try {
-    return JSON.parse(text) as unknown;
+    return JSON.parse(bytes.toString('utf8')) as unknown;
   } catch {
     return undefined;
   }
@@ -174,7 +167,7 @@ export class ContextStatCache {
     const key = createHash('sha256').update(contextDir).digest('hex').slice(0, 32);
     const sourcesPath = join(cacheDir, `sources-${key}.json`);
     const sources = new Map<string, SourceEntry>();
-    const parsed = (await readJson(sourcesPath)) as { version?: unknown; sources?: Record<string, SourceEntry> } | undefined;
+    const parsed = (readJson(sourcesPath)) as { version?: unknown; sources?: Record<string, SourceEntry> } | undefined;
     if (parsed?.version === SOURCES_VERSION && typeof parsed.sources === 'object' && parsed.sources !== null) {
       for (const [rel, entry] of Object.entries(parsed.sources)) {
         if (typeof entry?.fingerprint === 'string' && typeof entry.hash === 'string') sources.set(rel, { fingerprint: entry.fingerprint, hash: entry.hash });
@@ -249,7 +242,7 @@ export class ContextStatCache {
   private async readEntries(): Promise<Map<string, StatCacheEntry>> {
     const map = new Map<string, StatCacheEntry>();
     if (this.statPath === undefined) return map;
-    const parsed = (await readJson(this.statPath)) as { version?: unknown; entries?: Record<string, StatCacheEntry> } | undefined;
+    const parsed = (readJson(this.statPath)) as { version?: unknown; entries?: Record<string, StatCacheEntry> } | undefined;
     if (parsed?.version !== STAT_CACHE_VERSION || typeof parsed.entries !== 'object' || parsed.entries === null) return map;
     for (const [key, value] of Object.entries(parsed.entries)) {
       const stat = value?.stat;

@@ -24,6 +24,7 @@ import { DigestCounter, digestHex, isDigest, parseDigest, type Digest } from './
 import { BlobCorruptError, BlobNotFoundError, BlobTooLargeError, DigestMismatchError, SizeMismatchError, StrataError } from './errors.js';
 import { Lease, scanLeases } from './lease.js';
 import { TEMP_PREFIX, fsyncDir, removeDeadTempFiles, tempPathFor } from '../util/atomic.js';
+import { readFileOrUndefined } from '../util/fs.js';
 
 /** What a caller knows in advance about content being ingested. */
 export interface ExpectedContent {
@@ -213,7 +214,7 @@ export class ContentStore {
     if (size > maxSize) throw new BlobTooLargeError(valid, size, maxSize);
     if (size <= SMALL_BLOB) {
       // A manifest or config: one synchronous read and a hash, not a stream.
-      const bytes = readSmallBlob(this.blobPath(valid));
+      const bytes = readFileOrUndefined(this.blobPath(valid));
       if (bytes !== undefined) {
         if (bytes.length > maxSize) throw new BlobTooLargeError(valid, bytes.length, maxSize);
         const actual = `sha256:${createHash('sha256').update(bytes).digest('hex')}` as Digest;
@@ -663,16 +664,6 @@ async function createIfMissing(target: string, data: string): Promise<void> {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   } finally {
     await unlink(temp).catch(() => undefined);
-  }
-}
-
-/** The whole of a small blob file, or undefined when it is not there. */
-function readSmallBlob(path: string): Buffer | undefined {
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
   }
 }
 

@@ -31,7 +31,6 @@
  * (shared with gc), replaced atomically; readers need no lock.
  */
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseDigest, type Digest } from '../content/digest.js';
@@ -47,6 +46,7 @@ import { parseImageConfig, hostPlatform, platformMatches, formatPlatform } from 
 import { parseReference, Reference, InvalidReferenceError } from './reference.js';
 import { collectGarbage, type GcResult } from './gc.js';
 import { checkStore, type FsckOptions, type FsckReport } from './fsck.js';
+import { readFileOrUndefined } from '../util/fs.js';
 
 /** Name of the inter-process lock guarding index.json and gc. */
 export const STORE_LOCK = 'store';
@@ -299,14 +299,9 @@ export class ImageStore {
 
   /** Reads and checks index.json. */
   async readIndex(): Promise<ImageIndex> {
-    let text: string;
-    try {
-      // Read on every lookup and tag: synchronously, as a pool round trip costs more.
-      text = readFileSync(this.indexPath, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] };
-      throw err;
-    }
+    // Read on every lookup and tag: synchronously, as a pool round trip costs more.
+    const text = readFileOrUndefined(this.indexPath)?.toString('utf8');
+    if (text === undefined) return { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] };
     let raw: unknown;
     try {
       raw = JSON.parse(text);

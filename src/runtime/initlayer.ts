@@ -21,6 +21,7 @@ import { pipeline } from 'node:stream/promises';
 import { tempPathFor, writeFileAtomic } from '../util/atomic.js';
 import { mountOverlay } from './overlay.js';
 import type { BindMount, NetworkMode } from './spec.js';
+import { errnoOf } from '../util/fs.js';
 
 /** One entry of the init layer. */
 export interface InitLayerEntry {
@@ -64,10 +65,6 @@ export interface InitLayerOptions {
 }
 
 const isRoot = () => process.geteuid?.() === 0;
-
-function errnoOf(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException).code;
-}
 
 async function exists(path: string): Promise<boolean> {
   try {

@@ -36,6 +36,7 @@ import { pipeline } from 'node:stream/promises';
 import { InvalidEntryPathError, type EntryHeader } from './entry.js';
 import { readTar, TarFormatError } from './read.js';
 import { LayerLinter, LayerSecurityError, type LintedEntry } from './validate.js';
+import { errnoOf } from '../util/fs.js';
 
 export { LayerSecurityError } from './validate.js';
 
@@ -143,10 +144,6 @@ interface PendingWhiteout {
 
 /** Extended attributes overlayfs interprets (its own bookkeeping), in either namespace. */
 const OVERLAY_XATTR_RE = /^(trusted|user)\.overlay\./;
-
-function errnoOf(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | null)?.code;
-}
 
 async function lstatOrUndefined(path: string): Promise<Stats | undefined> {
   try {
