@@ -116,6 +116,14 @@ export interface WalkedPath {
 const HASH_CONCURRENCY = 8;
 /** What {@link BuildContext} hashWithoutReading answers for a file whose content has to be read. */
 const READ_NEEDED: unique symbol = Symbol('read needed');
+/**
+ * A file with other links: Docker hashes its second path as a hardlink to
+ * the first in the whole context's walk order, which no lstat of it tells.
+ */
+function hasOtherLinks(stats: Stats): boolean {
+  return stats.nlink > 1 && !stats.isDirectory();
+}
+
 /** What listedFingerprint answers when there is no listing of the context to use. */
 const NOT_LISTED: unique symbol = Symbol('not listed');
 /** lstatSync's options: a missing path is undefined, not an exception (one object, not one per call). */
@@ -624,9 +632,9 @@ export class BuildContext {
         if (!fields.endsWith(' 1')) return undefined;
         text += `${path}\0${fields}\n`;
       } else if (type === 'l') {
-        const target = this.resolveInScope(path, true);
-        if (target.stats !== undefined && this.pathFingerprint(target.rel, target.stats) === undefined) return undefined;
-        text += `${path}\0${fields} -> ${target.stats === undefined ? `${target.rel} (missing)` : DirectoryFacts.describe(target.rel, target.stats)}\n`;
+        const leads = this.whereLinkLeads(path);
+        if (leads === undefined) return undefined;
+        text += `${path}\0${fields} ${leads}\n`;
       } else if (type === 'c' || type === 'b') {
         // find prints no device numbers.
         return undefined;
@@ -638,12 +646,23 @@ export class BuildContext {
   }
 
   /**
+   * Where the symlink `rel` leads, for a fingerprint: the target followed in
+   * the context and what lstat says of it. Undefined when the target's hash
+   * cannot be fingerprinted (a file with other links).
+   */
+  private whereLinkLeads(rel: string): string | undefined {
+    const target = this.resolveInScope(rel, true);
+    if (target.stats === undefined) return `-> ${target.rel} (missing)`;
+    return hasOtherLinks(target.stats) ? undefined : `-> ${DirectoryFacts.describe(target.rel, target.stats)}`;
+  }
+
+  /**
    * The fingerprint of a single path (not a directory), or undefined for a
    * file with other links: Docker hashes it as a hardlink to the first path
    * of its inode in the whole context, which its own lstat cannot tell.
    */
   private pathFingerprint(rel: string, stats: Stats): string | undefined {
-    if (stats.nlink > 1 && !stats.isDirectory()) return undefined;
+    if (hasOtherLinks(stats)) return undefined;
     const facts = new DirectoryFacts(1);
     facts.add(rel, stats);
     return fingerprintOf(facts);
@@ -693,11 +712,10 @@ export class BuildContext {
         }
         let note = '';
         if (child.stats.isSymbolicLink()) {
-          const target = this.resolveInScope(child.rel, true);
-          if (target.stats === undefined) note = `-> ${target.rel} (missing)`;
-          else if (this.pathFingerprint(target.rel, target.stats) === undefined) return this.unfingerprintable(stack);
-          else note = `-> ${DirectoryFacts.describe(target.rel, target.stats)}`;
-        } else if (child.stats.nlink > 1) {
+          const leads = this.whereLinkLeads(child.rel);
+          if (leads === undefined) return this.unfingerprintable(stack);
+          note = leads;
+        } else if (hasOtherLinks(child.stats)) {
           return this.unfingerprintable(stack);
         }
         frame.facts.add(child.rel, child.stats, note);
