@@ -49,7 +49,8 @@ function leaseSocket(root: string, id: string): SocketAddress {
  * (or until the holding process exits). Obtain one with `ContentStore.lease()`.
  */
 export class Lease {
-  private readonly pending = new Map<Digest, Promise<void>>();
+  /** Digests already in the lease file. */
+  private readonly added = new Set<Digest>();
   private released: Promise<void> | undefined;
 
   private constructor(
@@ -80,7 +81,7 @@ export class Lease {
 
   /** The digests added so far (by this process). */
   get digests(): ReadonlySet<Digest> {
-    return new Set(this.pending.keys());
+    return new Set(this.added);
   }
 
   /** True once {@link release} has been called. */
@@ -97,8 +98,7 @@ export class Lease {
     if (this.released) {
       return Promise.reject(new StrataError('LEASE_RELEASED', `lease ${this.id} was released; cannot add ${valid}`));
     }
-    let added = this.pending.get(valid);
-    if (!added) {
+    if (!this.added.has(valid)) {
       // One append per digest, synchronous: the entry is in the file before
       // anything else runs (a pool round trip costs more than the write).
       try {
@@ -106,10 +106,9 @@ export class Lease {
       } catch (err) {
         return Promise.reject(err as Error);
       }
-      added = Promise.resolve();
-      this.pending.set(valid, added);
+      this.added.add(valid);
     }
-    return added;
+    return Promise.resolve();
   }
 
   /**
@@ -118,7 +117,6 @@ export class Lease {
    */
   release(): Promise<void> {
     this.released ??= (async () => {
-      await Promise.allSettled(this.pending.values());
       // File first, socket second: a lease file must never outlive a live socket
       // in a way that makes a live holder look dead (see module comment).
       await unlink(this.file).catch(ignoreENOENT);
