@@ -3,11 +3,9 @@
  * processes (which cannot load TypeScript): the modules under test are transpiled
  * once into a temp directory that children import from.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import ts from 'typescript';
 
 const SRC = join(import.meta.dirname, '..', '..', 'src');
@@ -37,49 +35,7 @@ export async function buildChildModules(outDir: string): Promise<string> {
   return outDir;
 }
 
-/** A child process running `script` (an ES module body) with a line reader over its stdout. */
-export interface Child {
-  process: ChildProcess;
-  /** Resolves with the next stdout line; rejects if the child exits first. */
-  nextLine(): Promise<string>;
-  /** Resolves with the exit code or signal. */
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  stderr(): string;
-}
-
-/** Starts `node --input-type=module -e script` with `args` available as process.argv.slice(1). */
-export function startChild(script: string, args: string[] = []): Child {
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script, '--', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const lines: string[] = [];
-  const waiters: { resolve: (line: string) => void; reject: (err: Error) => void }[] = [];
-  let ended = false;
-  createInterface({ input: child.stdout! })
-    .on('line', (line) => {
-      const waiter = waiters.shift();
-      if (waiter) waiter.resolve(line);
-      else lines.push(line);
-    })
-    .on('close', () => {
-      ended = true;
-      for (const waiter of waiters.splice(0)) waiter.reject(new Error(`child exited before printing a line; stderr: ${stderr}`));
-    });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal })),
-  );
-  return {
-    process: child,
-    exited,
-    stderr: () => stderr,
-    nextLine: () => {
-      const line = lines.shift();
-      if (line !== undefined) return Promise.resolve(line);
-      if (ended) return Promise.reject(new Error(`child exited before printing a line; stderr: ${stderr}`));
-      return new Promise((resolve, reject) => waiters.push({ resolve, reject }));
-    },
-  };
-}
+export { startChild, type Child } from '../helpers/child.js';
 
 /** Deterministic pseudo-random bytes (xorshift), generated in chunks so nothing large is held. */
 export async function* pseudoRandomChunks(totalBytes: number, seed: number, chunkSize = 256 * 1024): AsyncGenerator<Buffer> {
