@@ -21,8 +21,9 @@
  * requires it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { realpathSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { closeSync, fstatSync, openSync, readSync, realpathSync, unlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 
 /**
  * What find prints per path: the path (relative to the context), then type,
@@ -40,7 +41,7 @@ const BUILD_OPTIONS_WITH_VALUES = new Set([
 
 interface Pending {
   child: ChildProcess;
-  text: Promise<string | undefined>;
+  bytes: Promise<Buffer | undefined>;
 }
 
 const REGISTRY = Symbol.for('strata.contextListings');
@@ -64,51 +65,99 @@ function registry(): Registry {
   return holder[REGISTRY];
 }
 
+/**
+ * A new file in the temp directory, already unlinked, open for reading and
+ * writing; undefined when none can be made. find writes its listing there
+ * rather than into a pipe: a pipe holds 64 KiB, so find would stop and wait
+ * for the CLI to read while the CLI is still busy loading, and the listing
+ * would take no less time than the walk it replaces.
+ */
+function unnamedTempFile(): number | undefined {
+  const path = join(tmpdir(), `strata-listing-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  let fd: number;
+  try {
+    // Exclusive create, so nothing planted at that name is written through.
+    fd = openSync(path, 'wx+', 0o600);
+  } catch {
+    return undefined;
+  }
+  try {
+    unlinkSync(path);
+    return fd;
+  } catch {
+    closeSync(fd);
+    return undefined;
+  }
+}
+
+/** The whole of file `fd`, or undefined when it is larger than a listing may be; closes `fd`. */
+function readListing(fd: number): Buffer | undefined {
+  try {
+    const size = fstatSync(fd).size;
+    if (size > MAX_LISTING_BYTES) return undefined;
+    const bytes = Buffer.allocUnsafe(size);
+    let done = 0;
+    while (done < size) {
+      const read = readSync(fd, bytes, done, size - done, done);
+      if (read === 0) return undefined;
+      done += read;
+    }
+    return bytes;
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Starts listing directory `dir` (absolute, canonical) with find, in the background. */
 export function startContextListing(dir: string): void {
   const { pending: listings, children } = registry();
   if (listings.has(dir)) return;
+  const output = unnamedTempFile();
+  if (output === undefined) return;
   let child: ChildProcess;
   try {
-    child = spawn('find', [dir, '-mindepth', '1', '-printf', LISTING_FORMAT], { stdio: ['ignore', 'pipe', 'ignore'] });
+    child = spawn('find', [dir, '-mindepth', '1', '-printf', LISTING_FORMAT], { stdio: ['ignore', output, 'ignore'] });
   } catch {
+    closeSync(output);
     return;
   }
-  const chunks: Buffer[] = [];
-  let bytes = 0;
-  const text = new Promise<string | undefined>((done) => {
-    child.on('error', () => done(undefined));
-    child.stdout!.on('data', (chunk: Buffer) => {
-      bytes += chunk.length;
-      if (bytes > MAX_LISTING_BYTES) {
-        child.kill();
-        return;
+  const bytes = new Promise<Buffer | undefined>((done) => {
+    let settled = false;
+    // 'exit' may or may not follow 'error': the file is read or closed once.
+    const finish = (ok: boolean): void => {
+      if (settled) return;
+      settled = true;
+      if (ok) done(readListing(output));
+      else {
+        closeSync(output);
+        done(undefined);
       }
-      chunks.push(chunk);
-    });
-    child.on('close', (code) => done(code === 0 && bytes <= MAX_LISTING_BYTES ? Buffer.concat(chunks).toString('utf8') : undefined));
+    };
+    child.on('error', () => finish(false));
+    // find's writes are all in the file once it has exited.
+    child.on('exit', (code) => finish(code === 0));
   });
   // Nobody may ever ask: the listing must not keep the process alive.
   child.unref();
-  (child.stdout as unknown as { unref?: () => void }).unref?.();
   children.add(child);
-  child.once('close', () => children.delete(child));
-  listings.set(dir, { child, text });
+  child.once('exit', () => children.delete(child));
+  listings.set(dir, { child, bytes });
 }
 
 /**
  * The listing of `dir` (canonical) if one was started: find's output, or
  * undefined when it failed. Each listing is handed out once.
  */
-export function takeContextListing(dir: string): Promise<string | undefined> | undefined {
+export function takeContextListing(dir: string): Promise<Buffer | undefined> | undefined {
   const listings = registry().pending;
   const pending = listings.get(dir);
   if (pending === undefined) return undefined;
   listings.delete(dir);
   // Now someone waits for it.
   pending.child.ref();
-  (pending.child.stdout as unknown as { ref?: () => void }).ref?.();
-  return pending.text;
+  return pending.bytes;
 }
 
 /**

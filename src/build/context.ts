@@ -126,6 +126,15 @@ function hasOtherLinks(stats: Stats): boolean {
 
 /** What listedFingerprint answers when there is no listing of the context to use. */
 const NOT_LISTED: unique symbol = Symbol('not listed');
+/** Names fingerprints made from a find listing (and their way of being made). */
+const LISTED_FINGERPRINT = 'find1';
+
+/** find's listing of the context (see context-listing.cts) and its digest (see BuildContext.takenListing). */
+interface FindListing {
+  bytes: Buffer;
+  digest: string;
+}
+
 /** lstatSync's options: a missing path is undefined, not an exception (one object, not one per call). */
 const NO_THROW = { throwIfNoEntry: false } as const;
 /** Symlinks followed in one lookup before giving up, as Linux does. */
@@ -218,8 +227,10 @@ export class BuildContext {
   private readonly ignoreReach = new Map<string, boolean>();
   /** What lstat says of each directory's tree, gathered once per build; null where no fingerprint can be had (see treeFingerprint). */
   private readonly subtreeFacts = new Map<string, DirectoryFacts | null>();
-  /** find's listing of the context, split on first use (see listedPaths). */
-  private findListing: Promise<string[] | undefined> | undefined;
+  /** find's listing of the context and its digest, once taken (see takenListing). */
+  private findListing: Promise<FindListing | undefined> | undefined;
+  /** The listing's lines, split on first use (see listedPaths). */
+  private listingParts: string[] | undefined;
 
   private constructor(
     /** Absolute, symlink-free path of the context directory. */
@@ -227,6 +238,8 @@ export class BuildContext {
     /** The ignore rules in force. */
     readonly ignore: DockerignoreMatcher,
     private readonly statCache: ContextStatCache,
+    /** The context directory's own mode (find lists only what is below it). */
+    private readonly rootMode: number,
   ) {}
 
   /**
@@ -242,9 +255,10 @@ export class BuildContext {
       if (errnoOf(err) === 'ENOENT') throw new BuildContextError(`unable to prepare context: path ${JSON.stringify(opts.contextDir)} not found`);
       throw err;
     }
-    if (!lstatSync(dir).isDirectory()) throw new BuildContextError(`unable to prepare context: context must be a directory: ${dir}`);
+    const rootStats = lstatSync(dir);
+    if (!rootStats.isDirectory()) throw new BuildContextError(`unable to prepare context: context must be a directory: ${dir}`);
     const ignore = await loadDockerignore(dir, opts.dockerfile);
-    return new BuildContext(dir, ignore, await ContextStatCache.open(opts.cacheDir, dir));
+    return new BuildContext(dir, ignore, await ContextStatCache.open(opts.cacheDir, dir), rootStats.mode);
   }
 
   /** Writes the stat cache back, if anything in it changed. */
@@ -575,32 +589,61 @@ export class BuildContext {
   }
 
   /**
-   * find's listing of the whole context (see context-listing.cts), split:
-   * path, fields, path, fields... in find's order, which is depth first, so
-   * a directory's subtree follows it directly. Undefined when there is none
-   * or it failed.
+   * find's listing of the whole context (see context-listing.cts) when the
+   * launcher started one, with a digest of everything a fingerprint made
+   * from it depends on: the listing's bytes, the ignore rules and the
+   * context directory's mode. Undefined when there is none or it failed.
    */
-  private listedPaths(): Promise<string[] | undefined> {
+  private takenListing(): Promise<FindListing | undefined> {
     this.findListing ??= (async () => {
       // Taken only now: a listing taken is waited for, and a build without COPY needs none.
-      const text = await takeContextListing(this.dir);
-      return text === undefined ? undefined : text.split('\0');
+      const bytes = await takeContextListing(this.dir);
+      if (bytes === undefined) return undefined;
+      const digest = createHash('sha256')
+        .update(`${LISTED_FINGERPRINT} ${this.rootMode} ${JSON.stringify(this.ignore.patterns)}\n`)
+        .update(bytes)
+        .digest('hex');
+      return { bytes, digest };
     })();
     return this.findListing;
+  }
+
+  /**
+   * The fingerprint of directory `rel` from find's listing (see
+   * {@link fingerprintFromListing}). While the listing is byte for byte the
+   * one the last build had, its fingerprints are the ones recorded then and
+   * are not made again: on a large context, going through the listing is
+   * most of a cached rebuild.
+   */
+  private async listedFingerprint(rel: string, stats: Stats): Promise<string | undefined | typeof NOT_LISTED> {
+    const listing = await this.takenListing();
+    if (listing === undefined) return NOT_LISTED;
+    const recorded = this.statCache.listedFingerprint(listing.digest, rel);
+    if (recorded !== undefined) return recorded ?? undefined;
+    const made = this.fingerprintFromListing(this.listedPaths(listing), rel, stats);
+    if (made !== NOT_LISTED) this.statCache.rememberListedFingerprint(listing.digest, rel, made ?? null);
+    return made;
+  }
+
+  /**
+   * The listing's lines, split: path, fields, path, fields... in find's
+   * order, which is depth first, so a directory's subtree follows it directly.
+   */
+  private listedPaths(listing: FindListing): string[] {
+    this.listingParts ??= listing.bytes.toString('utf8').split('\0');
+    return this.listingParts;
   }
 
   /**
    * The fingerprint of directory `rel` from find's listing: every visible
    * path below it with type, mode and (not for directories) size, times,
    * inode and links, in find's order; a symlink with where it leads.
-   * {@link NOT_LISTED} when there is no listing; undefined as in
+   * {@link NOT_LISTED} when `rel` is not in the listing; undefined as in
    * {@link pathFingerprint}. The order is find's (the directories' own order,
    * unsorted): the same for an unchanged tree, and a tree that changed gives
    * other lines whatever their order.
    */
-  private async listedFingerprint(rel: string, stats: Stats): Promise<string | undefined | typeof NOT_LISTED> {
-    const parts = await this.listedPaths();
-    if (parts === undefined) return NOT_LISTED;
+  private fingerprintFromListing(parts: string[], rel: string, stats: Stats): string | undefined | typeof NOT_LISTED {
     let start = 0;
     if (rel !== '') {
       while (start + 1 < parts.length && parts[start] !== rel) start += 2;
@@ -609,7 +652,7 @@ export class BuildContext {
       start += 2;
     }
     const prefix = rel === '' ? '' : `${rel}/`;
-    let text = `find1 ${stats.mode}\n`;
+    let text = `${LISTED_FINGERPRINT} ${stats.mode}\n`;
     let hidden: string | undefined;
     for (let i = start; i + 1 < parts.length; i += 2) {
       const path = parts[i]!;
@@ -642,7 +685,7 @@ export class BuildContext {
         text += `${path}\0${fields}\n`;
       }
     }
-    return `find1:${createHash('sha256').update(text).digest('hex')}`;
+    return `${LISTED_FINGERPRINT}:${createHash('sha256').update(text).digest('hex')}`;
   }
 
   /**

@@ -13,7 +13,9 @@
  * - `sources-<key>.json`, per COPY/ADD source: a fingerprint of the lstat of
  *   everything the source covers (see {@link DirectoryFacts}) and the
  *   source's hash. An unchanged fingerprint gives the hash with no per-path
- *   work at all.
+ *   work at all. With it, the fingerprints last made from a `find` listing
+ *   of the whole context, under that listing's digest: while no byte of the
+ *   listing changes, they are taken as they are rather than made again.
  *
  * Both rest on the same trust as git's index and BuildKit's file-hash cache:
  * content does not change while size, mtime, ctime and inode stay the same.
@@ -40,6 +42,12 @@ export interface StatCacheEntry {
 interface SourceEntry {
   fingerprint: string;
   hash: string;
+}
+
+/** The fingerprints made from one listing of the context: null where none could be made. */
+interface ListedFingerprints {
+  digest: string;
+  fingerprints: Map<string, string | null>;
 }
 
 const STAT_CACHE_VERSION = 2;
@@ -156,6 +164,7 @@ export class ContextStatCache {
     private readonly statPath: string | undefined,
     private readonly sourcesPath: string | undefined,
     private readonly sources: Map<string, SourceEntry>,
+    private listed: ListedFingerprints | undefined,
   ) {}
 
   /**
@@ -163,17 +172,28 @@ export class ContextStatCache {
    * `cacheDir` nothing is remembered between builds. Reads only the sources file.
    */
   static async open(cacheDir: string | undefined, contextDir: string): Promise<ContextStatCache> {
-    if (cacheDir === undefined) return new ContextStatCache(contextDir, undefined, undefined, new Map());
+    if (cacheDir === undefined) return new ContextStatCache(contextDir, undefined, undefined, new Map(), undefined);
     const key = createHash('sha256').update(contextDir).digest('hex').slice(0, 32);
     const sourcesPath = join(cacheDir, `sources-${key}.json`);
     const sources = new Map<string, SourceEntry>();
-    const parsed = (readJson(sourcesPath)) as { version?: unknown; sources?: Record<string, SourceEntry> } | undefined;
+    const parsed = readJson(sourcesPath) as
+      | { version?: unknown; sources?: Record<string, SourceEntry>; listing?: { digest?: unknown; fingerprints?: Record<string, unknown> } }
+      | undefined;
+    let listed: ListedFingerprints | undefined;
     if (parsed?.version === SOURCES_VERSION && typeof parsed.sources === 'object' && parsed.sources !== null) {
       for (const [rel, entry] of Object.entries(parsed.sources)) {
         if (typeof entry?.fingerprint === 'string' && typeof entry.hash === 'string') sources.set(rel, { fingerprint: entry.fingerprint, hash: entry.hash });
       }
+      const listing = parsed.listing;
+      if (typeof listing?.digest === 'string' && typeof listing.fingerprints === 'object' && listing.fingerprints !== null) {
+        const fingerprints = new Map<string, string | null>();
+        for (const [rel, fingerprint] of Object.entries(listing.fingerprints)) {
+          if (typeof fingerprint === 'string' || fingerprint === null) fingerprints.set(rel, fingerprint);
+        }
+        listed = { digest: listing.digest, fingerprints };
+      }
     }
-    return new ContextStatCache(contextDir, join(cacheDir, `stat-${key}.json`), sourcesPath, sources);
+    return new ContextStatCache(contextDir, join(cacheDir, `stat-${key}.json`), sourcesPath, sources, listed);
   }
 
   /** The hash recorded for source `rel` when its fingerprint was `fingerprint`. */
@@ -188,6 +208,27 @@ export class ContextStatCache {
     const entry = this.sources.get(rel);
     if (entry?.fingerprint === fingerprint && entry.hash === hash) return;
     this.sources.set(rel, { fingerprint, hash });
+    this.sourcesDirty = true;
+  }
+
+  /**
+   * The fingerprint made for directory `rel` from a listing with digest
+   * `digest` (see {@link rememberListedFingerprint}): null when none could be
+   * made, undefined when it is not known for that listing.
+   */
+  listedFingerprint(digest: string, rel: string): string | null | undefined {
+    return this.listed?.digest === digest ? this.listed.fingerprints.get(rel) : undefined;
+  }
+
+  /**
+   * Records the fingerprint made for directory `rel` from the listing with
+   * digest `digest`; a listing with another digest replaces what was
+   * recorded for the last one.
+   */
+  rememberListedFingerprint(digest: string, rel: string, fingerprint: string | null): void {
+    if (this.listed?.digest !== digest) this.listed = { digest, fingerprints: new Map() };
+    if (this.listed.fingerprints.get(rel) === fingerprint) return;
+    this.listed.fingerprints.set(rel, fingerprint);
     this.sourcesDirty = true;
   }
 
@@ -234,7 +275,8 @@ export class ContextStatCache {
       const keep = this.sources.size > SOURCES_LIMIT ? [...this.sources.keys()].filter((k) => this.usedSources.has(k)) : [...this.sources.keys()];
       const out: Record<string, SourceEntry> = {};
       for (const key of sortNames(keep)) out[key] = this.sources.get(key)!;
-      await writeJsonAtomic(this.sourcesPath, { version: SOURCES_VERSION, context: this.contextDir, sources: out });
+      const listing = this.listed === undefined ? undefined : { digest: this.listed.digest, fingerprints: Object.fromEntries(this.listed.fingerprints) };
+      await writeJsonAtomic(this.sourcesPath, { version: SOURCES_VERSION, context: this.contextDir, sources: out, listing });
       this.sourcesDirty = false;
     }
   }

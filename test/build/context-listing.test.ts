@@ -39,22 +39,46 @@ async function fixture(): Promise<string> {
 }
 
 /** Hashes of `paths` with a listing started (as the launcher does) and a stat cache in `cacheDir`. */
-async function listedHashes(dir: string, cacheDir: string, paths: string[]): Promise<string[]> {
+async function listedHashes(dir: string, cacheDir: string, paths: string[], dockerfile?: string): Promise<string[]> {
   startContextListing(dir);
-  const ctx = await BuildContext.open({ contextDir: dir, cacheDir });
+  const ctx = await BuildContext.open({ contextDir: dir, cacheDir, ...(dockerfile !== undefined ? { dockerfile } : {}) });
   const hashes = (await ctx.resolveSources(paths, 'COPY')).map((s) => s.hash);
   await ctx.save();
   return hashes;
 }
 
-async function walkedHashes(dir: string, paths: string[]): Promise<string[]> {
-  return (await (await BuildContext.open({ contextDir: dir })).resolveSources(paths, 'COPY')).map((s) => s.hash);
+async function walkedHashes(dir: string, paths: string[], dockerfile?: string): Promise<string[]> {
+  const ctx = await BuildContext.open({ contextDir: dir, ...(dockerfile !== undefined ? { dockerfile } : {}) });
+  return (await ctx.resolveSources(paths, 'COPY')).map((s) => s.hash);
+}
+
+interface SourcesRecord {
+  sources: Record<string, { fingerprint: string; hash: string }>;
+  listing?: { digest: string; fingerprints: Record<string, string | null> };
+}
+
+async function sourcesFile(cacheDir: string): Promise<string> {
+  return join(cacheDir, (await readdir(cacheDir)).find((n) => n.startsWith('sources-'))!);
+}
+
+async function recorded(cacheDir: string): Promise<SourcesRecord> {
+  return JSON.parse(await readFile(await sourcesFile(cacheDir), 'utf8')) as SourcesRecord;
+}
+
+/**
+ * Makes the records say that, with the last listing, source `rel` had a
+ * fingerprint no walk or listing makes, and hash `forged`: a build that
+ * answers `forged` took the recorded fingerprint.
+ */
+async function forgeListedFingerprint(cacheDir: string, rel: string): Promise<void> {
+  const record = await recorded(cacheDir);
+  record.listing!.fingerprints[rel] = 'find1:forged';
+  record.sources[rel] = { fingerprint: 'find1:forged', hash: 'forged' };
+  await writeFile(await sourcesFile(cacheDir), JSON.stringify(record));
 }
 
 async function recordedFingerprints(cacheDir: string): Promise<string[]> {
-  const name = (await readdir(cacheDir)).find((n) => n.startsWith('sources-'))!;
-  const data = JSON.parse(await readFile(join(cacheDir, name), 'utf8')) as { sources: Record<string, { fingerprint: string }> };
-  return Object.values(data.sources).map((s) => s.fingerprint);
+  return Object.values((await recorded(cacheDir)).sources).map((s) => s.fingerprint);
 }
 
 describe.skipIf(!findWorks)('context listing by find (needs GNU find)', () => {
@@ -91,19 +115,76 @@ describe.skipIf(!findWorks)('context listing by find (needs GNU find)', () => {
     }
   });
 
+  it('takes the fingerprints recorded for a listing while not a byte of it changes', async () => {
+    const dir = await fixture();
+    const cacheDir = await tempDir('strata-listing-cache-');
+    const [app] = await listedHashes(dir, cacheDir, ['app', '.']);
+    await forgeListedFingerprint(cacheDir, 'app');
+    expect(await listedHashes(dir, cacheDir, ['app'])).toEqual(['forged']);
+    // An ignored file changes: the listing differs, so the fingerprint is made again.
+    await writeFile(join(dir, 'app', 'logs', 'x.log'), 'more noise\n');
+    expect(await listedHashes(dir, cacheDir, ['app'])).toEqual([app]);
+  });
+
+  it('makes the fingerprints again when the ignore rules or the context directory change, not only the listing', async () => {
+    const dir = await fixture();
+    // An ignore file beside a Dockerfile outside the context: not in the listing.
+    const outside = await tempDir('strata-listing-dockerfile-');
+    const dockerfile = join(outside, 'Dockerfile');
+    await writeFile(dockerfile, 'FROM scratch\nCOPY app /app\n');
+    await writeFile(`${dockerfile}.dockerignore`, 'app/logs\n');
+    const cacheDir = await tempDir('strata-listing-cache-');
+    await listedHashes(dir, cacheDir, ['app', '.'], dockerfile);
+    await forgeListedFingerprint(cacheDir, 'app');
+    expect(await listedHashes(dir, cacheDir, ['app'], dockerfile)).toEqual(['forged']);
+    await writeFile(`${dockerfile}.dockerignore`, 'app/logs\napp/main.js\n');
+    const afterIgnore = await listedHashes(dir, cacheDir, ['app'], dockerfile);
+    expect(afterIgnore).not.toEqual(['forged']);
+    expect(afterIgnore).toEqual(await walkedHashes(dir, ['app'], dockerfile));
+
+    await listedHashes(dir, cacheDir, ['.'], dockerfile);
+    await forgeListedFingerprint(cacheDir, '');
+    expect(await listedHashes(dir, cacheDir, ['.'], dockerfile)).toEqual(['forged']);
+    await chmod(dir, 0o750);
+    const afterChmod = await listedHashes(dir, cacheDir, ['.'], dockerfile);
+    expect(afterChmod).not.toEqual(['forged']);
+    expect(afterChmod).toEqual(await walkedHashes(dir, ['.'], dockerfile));
+  });
+
   it('gives no fingerprint for a source holding a second link of a file', async () => {
     const dir = await fixture();
     await link(join(dir, 'top.txt'), join(dir, 'app', 'linked.txt'));
     const cacheDir = await tempDir('strata-listing-cache-');
     expect(await listedHashes(dir, cacheDir, ['app'])).toEqual(await walkedHashes(dir, ['app']));
-    expect(await readdir(cacheDir)).not.toContainEqual(expect.stringMatching(/^sources-/));
+    expect(await recordedFingerprints(cacheDir)).toEqual([]);
+    expect((await recorded(cacheDir)).listing?.fingerprints).toEqual({ app: null });
+  });
+
+  it('holds listings larger than a pipe, in a file that is never left behind', async () => {
+    const dir = await realpath(await tempDir('strata-listing-big-'));
+    const names = Array.from({ length: 1500 }, (_, i) => `a-file-with-a-long-enough-name-${String(i).padStart(5, '0')}.txt`);
+    await Promise.all(names.map((name) => writeFile(join(dir, name), name)));
+    const temp = await tempDir('strata-listing-tmp-');
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = temp;
+    try {
+      startContextListing(dir);
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+    }
+    expect(await readdir(temp)).toEqual([]);
+    const bytes = await takeContextListing(dir);
+    expect(bytes!.length).toBeGreaterThan(128 * 1024);
+    expect(bytes!.toString('utf8').split('\0').filter((_, i) => i % 2 === 0 && _ !== '').sort()).toEqual(names);
+    expect(await readdir(temp)).toEqual([]);
   });
 
   it('is handed out once, and only for the directory it lists', async () => {
     const dir = await fixture();
     startContextListing(dir);
     expect(takeContextListing(join(dir, 'app'))).toBeUndefined();
-    const text = await takeContextListing(dir);
+    const text = (await takeContextListing(dir))?.toString('utf8');
     expect(text).toContain('app/lib/deep/b.js\0f 600 2 ');
     expect(takeContextListing(dir)).toBeUndefined();
   });
