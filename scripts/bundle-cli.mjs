@@ -20,7 +20,10 @@ const dist = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli');
 const output = join(dist, 'strata-bundle.cjs');
 const bundle = await rolldown({ input: join(dist, 'main.js'), platform: 'node', logLevel: 'warn' });
 try {
-  await bundle.write({ file: output, format: 'cjs', sourcemap: false });
+  // ASCII only: one non-ASCII character makes the whole source a two-byte
+  // string, slower to decode and to compile (2 ms of a 80 ms build). Without
+  // comments the launcher reads and hashes a quarter less.
+  await bundle.write({ file: output, format: 'cjs', sourcemap: false, charset: 'ascii', comments: false });
 } finally {
   await bundle.close();
 }
