@@ -53,6 +53,8 @@ const PRINTABLE = /^[\p{L}\p{M}\p{N}\p{P}\p{S} ]$/u;
 function escapeRune(cp: number, quote: string): string {
   const ch = String.fromCodePoint(cp);
   if (ch === quote || ch === '\\') return '\\' + ch;
+  // Printable ASCII without the Unicode-class test, whose first use compiles it (about a millisecond).
+  if (cp >= 0x20 && cp < 0x7f) return ch;
   if (PRINTABLE.test(ch)) return ch;
   switch (ch) {
     case '\x07':
