@@ -29,6 +29,22 @@ function run(launcher: string, args: string[], env: NodeJS.ProcessEnv): Promise<
   });
 }
 
+/** Where a cache file records how long the run that wrote it lasted (after its 8-byte magic). */
+const WRITER_RUN_OFFSET = 8;
+
+function writerRunMs(file: Buffer): number {
+  expect(file.subarray(0, WRITER_RUN_OFFSET).toString('latin1')).toBe('strata\0\x01');
+  return file.readDoubleLE(WRITER_RUN_OFFSET);
+}
+
+/** `file` as if the run that wrote it had lasted `ms`. */
+function withWriterRunMs(file: Buffer, ms: number): Buffer {
+  writerRunMs(file);
+  const copy = Buffer.from(file);
+  copy.writeDoubleLE(ms, WRITER_RUN_OFFSET);
+  return copy;
+}
+
 const versionLine = { code: 0, stdout: `strata version ${VERSION}\n`, stderr: '' };
 
 describe('strata launcher', () => {
@@ -38,7 +54,9 @@ describe('strata launcher', () => {
     expect(await run(LAUNCHER, ['--version'], { XDG_CACHE_HOME: join(home, 'cache') })).toEqual(versionLine);
     const [first] = await readdir(cacheDir);
     expect(first).toMatch(/^[0-9a-f]{8}-v\d+\.\d+\.\d+-[a-z0-9]+-\d+-\d+-none\.bin$/);
-    const written = await readFile(join(cacheDir, first!));
+    // As if written by a short run, however long this one took on a busy machine.
+    const written = withWriterRunMs(await readFile(join(cacheDir, first!)), 50);
+    await writeFile(join(cacheDir, first!), written);
     expect(await run(LAUNCHER, ['--version'], { XDG_CACHE_HOME: join(home, 'cache') })).toEqual(versionLine);
     // Accepted, so not written again.
     expect(await readdir(cacheDir)).toEqual([first]);
@@ -46,6 +64,25 @@ describe('strata launcher', () => {
     // Each command has its own.
     expect(await run(LAUNCHER, ['--root', join(home, 'root'), 'images', '-q'], { XDG_CACHE_HOME: join(home, 'cache') })).toMatchObject({ code: 0, stderr: '' });
     expect((await readdir(cacheDir)).sort()).toEqual([first, first!.replace(/-none\.bin$/, '-images.bin')].sort());
+  });
+
+  it('is written again by a short run when a long run wrote it', async () => {
+    // A long run's cache lacks the code V8 dropped on the way (bytecode flushing).
+    const home = await tempDir();
+    const cacheDir = join(home, 'strata', 'code-cache');
+    await run(LAUNCHER, ['--version'], { XDG_CACHE_HOME: home });
+    const [name] = await readdir(cacheDir);
+    const path = join(cacheDir, name!);
+    await writeFile(path, withWriterRunMs(await readFile(path), 3_600_000));
+    expect(await run(LAUNCHER, ['--version'], { XDG_CACHE_HOME: home })).toEqual(versionLine);
+    const rewritten = writerRunMs(await readFile(path));
+    expect(rewritten).toBeGreaterThan(0);
+    expect(rewritten).toBeLessThan(1_800_000);
+    // A cache from a run shorter than a second stays, even if this run is much shorter.
+    await writeFile(path, withWriterRunMs(await readFile(path), 900));
+    const kept = await readFile(path);
+    expect(await run(LAUNCHER, ['--version'], { XDG_CACHE_HOME: home })).toEqual(versionLine);
+    expect((await readFile(path)).equals(kept)).toBe(true);
   });
 
   it('runs correctly on a damaged cache and replaces it', async () => {
