@@ -85,9 +85,14 @@ describe('makeLayer', () => {
   it('stores an uncompressed layer under its DiffID', async () => {
     const tree = join(box.dir, 'tree');
     await makeTree(tree);
-    const record = await makeLayer(box.store, { dir: tree }, { compression: 'none' });
+    let progress = 0;
+    const record = await makeLayer(box.store, { dir: tree }, { compression: 'none', onProgress: (bytes) => (progress = bytes) });
+    const reference = await hashStream(tarFromTree(tree));
+    expect(record.diffId).toBe(reference.digest);
     expect(record.digest).toBe(record.diffId);
     expect(record.size).toBe(record.uncompressedSize);
+    expect(record.uncompressedSize).toBe(reference.size);
+    expect(progress).toBe(record.uncompressedSize);
     expect(record.mediaType).toBe(MediaType.OciLayer);
     expect(await hashFile(box.store.blobPath(record.digest))).toBe(record.diffId);
   });
