@@ -41,7 +41,10 @@ const BUILD_OPTIONS_WITH_VALUES = new Set([
 
 interface Pending {
   child: ChildProcess;
-  bytes: Promise<Buffer | undefined>;
+  /** The file find writes to, open until the listing is read (or the process ends). */
+  output: number;
+  /** Whether find has listed the whole directory: false once it failed. */
+  finished: Promise<boolean>;
 }
 
 const REGISTRY = Symbol.for('strata.contextListings');
@@ -123,17 +126,14 @@ export function startContextListing(dir: string): void {
     closeSync(output);
     return;
   }
-  const bytes = new Promise<Buffer | undefined>((done) => {
+  const finished = new Promise<boolean>((done) => {
     let settled = false;
-    // 'exit' may or may not follow 'error': the file is read or closed once.
+    // 'exit' may or may not follow 'error'.
     const finish = (ok: boolean): void => {
       if (settled) return;
       settled = true;
-      if (ok) done(readListing(output));
-      else {
-        closeSync(output);
-        done(undefined);
-      }
+      if (!ok) closeSync(output);
+      done(ok);
     };
     child.on('error', () => finish(false));
     // find's writes are all in the file once it has exited.
@@ -143,7 +143,7 @@ export function startContextListing(dir: string): void {
   child.unref();
   children.add(child);
   child.once('exit', () => children.delete(child));
-  listings.set(dir, { child, bytes });
+  listings.set(dir, { child, output, finished });
 }
 
 /**
@@ -157,7 +157,8 @@ export function takeContextListing(dir: string): Promise<Buffer | undefined> | u
   listings.delete(dir);
   // Now someone waits for it.
   pending.child.ref();
-  return pending.bytes;
+  // Read only now: a build that takes no listing reads none.
+  return pending.finished.then((ok) => (ok ? readListing(pending.output) : undefined));
 }
 
 /**
