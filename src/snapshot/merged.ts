@@ -28,6 +28,7 @@ import type { Changeset } from '../tar/changeset.js';
 import { compareNames, type EntryHeader } from '../tar/entry.js';
 import { readTreeXattrs, statsToHeader } from '../tar/walk.js';
 import { errnoOf, lstatOrUndefined } from '../util/fs.js';
+import { layerOwners } from './owners.js';
 import { isOverlayWhiteout } from './upperdiff.js';
 
 /** Linux's limit on symlinks followed in one lookup. */
@@ -371,6 +372,10 @@ export class MergedView {
   private async makeNode(rel: string, layer: number, hostPath: string, stats: Stats, merge: number[]): Promise<MergedNode> {
     const linkname = stats.isSymbolicLink() ? await readlink(hostPath) : undefined;
     const header = statsToHeader(rel, stats, linkname) ?? { path: rel, type: 'file', mode: 0, uid: 0, gid: 0, mtime: 0, size: 0 };
+    // A snapshot unpacked without root: the layer's owner, not the unpacking user.
+    const source = this.layers[layer];
+    const owner = typeof source === 'string' ? layerOwners(source)?.get(rel) : undefined;
+    if (owner !== undefined) [header.uid, header.gid] = owner;
     return { rel, layer, hostPath, stats, header, merge };
   }
 

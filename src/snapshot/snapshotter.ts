@@ -40,11 +40,13 @@
  * allows that: "extracting a layer with hardlink references to files outside
  * of the layer may fail"); Docker's own differ never writes such links.
  *
- * Without root: owners are not preserved (every file belongs to the user
- * unpacking), device nodes are skipped, only `user.*` xattrs are kept, opaque
- * directories are marked with `user.overlay.opaque` (for overlay mounts with
- * `userxattr`, Linux 5.11+), and whiteouts, 0/0 character devices, need Linux
- * 5.8 or later; older kernels fail with an error that says so.
+ * Without root: owners are not applied (every file belongs to the user
+ * unpacking; the layer's owners are kept in `owners.json` beside `fs`, see
+ * owners.ts, and the merged view reports them), device nodes are skipped,
+ * only `user.*` xattrs are kept, opaque directories are marked with
+ * `user.overlay.opaque` (for overlay mounts with `userxattr`, Linux 5.11+),
+ * and whiteouts, 0/0 character devices, need Linux 5.8 or later; older
+ * kernels fail with an error that says so.
  *
  * @module
  */
@@ -58,6 +60,7 @@ import { StrataError } from '../content/errors.js';
 import { withLock } from '../content/lock.js';
 import type { ContentStore } from '../content/store.js';
 import { createDecompressor } from '../layer/compress.js';
+import { writeLayerOwners, type OwnerMap } from './owners.js';
 import { LayerNotFoundError, type LayerRecord, type LayerRecords } from '../layer/record.js';
 import { applyLayer, type ApplyOptions, type ApplyStats } from '../tar/extract.js';
 import { TEMP_PREFIX, fsyncDir, writeJsonAtomic } from '../util/atomic.js';
@@ -365,7 +368,10 @@ export class Snapshotter {
       // Not left to the umask: this is the root directory of the layer's tree.
       await chmod(fs, 0o755);
       this.opts.onUnpack?.({ phase: 'start', chainId: id, diffId: record.diffId, blob: record.digest, size: record.size });
-      const stats = await this.applyBlob(fs, record, signal);
+      const owners: OwnerMap = new Map();
+      const stats = await this.applyBlob(fs, record, signal, owners);
+      // Unpacked without root: the files are ours, the layer's owners are kept beside them.
+      if (owners.size > 0) await writeLayerOwners(temp, owners);
       const info: SnapshotInfo = {
         chainId: id,
         ...(record.parent !== undefined ? { parent: record.parent } : {}),
@@ -409,7 +415,7 @@ export class Snapshotter {
    * once everything is unpacked, so a mismatch fails the unpack afterwards and
    * the temp directory is discarded.
    */
-  private async applyBlob(fs: string, record: LayerRecord, signal: AbortSignal | undefined): Promise<ApplyStats> {
+  private async applyBlob(fs: string, record: LayerRecord, signal: AbortSignal | undefined, owners: OwnerMap): Promise<ApplyStats> {
     const hasher = new DigestingStream();
     let streamError: Error | undefined;
     const streamed = new Promise<void>((done) => {
@@ -424,6 +430,7 @@ export class Snapshotter {
         ...this.opts.apply,
         whiteouts: 'overlay',
         overlayXattrs: this.overlayXattrs,
+        ownersNotApplied: owners,
         ...(signal ? { signal } : {}),
       });
     } catch (err) {

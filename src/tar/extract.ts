@@ -99,6 +99,14 @@ export interface ApplyOptions {
    * when mounted with `userxattr` (Linux 5.11 or later).
    */
   overlayXattrs?: 'trusted' | 'user';
+  /**
+   * When owners are not applied (not root, or `preserveOwners: false`):
+   * receives the owner the layer gives each entry it writes, by path
+   * (relative, `/`-separated), so that the caller can keep them elsewhere.
+   * Meant for one layer in overlay format: with `whiteouts: 'apply'`, paths a
+   * later whiteout deletes stay in it.
+   */
+  ownersNotApplied?: Map<string, [uid: number, gid: number]>;
 }
 
 /** What {@link applyLayer} did. */
@@ -310,6 +318,7 @@ class LayerApplier {
     }
     await this.ensureParents(rawName, path);
     this.touched.add(path);
+    if (!this.chownEntries) this.opts.ownersNotApplied?.set(path, [header.uid, header.gid]);
     const abs = this.abs(path);
     switch (linted.type) {
       case 'directory':

@@ -9,6 +9,7 @@ import { sha256Of } from '../../src/content/digest.js';
 import { BlobNotFoundError } from '../../src/content/errors.js';
 import { zstdAvailable } from '../../src/layer/compress.js';
 import { LayerNotFoundError } from '../../src/layer/record.js';
+import { MergedView } from '../../src/snapshot/merged.js';
 import { SnapshotError, Snapshotter, type UnpackEvent } from '../../src/snapshot/snapshotter.js';
 import { readTreeXattrs } from '../../src/tar/walk.js';
 import { box, cs, d, f, h, isRoot, l, makeStack, startChild, transpileForChild, type Box } from './helpers.js';
@@ -404,6 +405,49 @@ describe('Snapshotter across processes', () => {
       expect((await readTreeXattrs(dir, { all: true }))?.get('opt')).toEqual({ 'user.overlay.opaque': Buffer.from('y') });
       const snapshotter = new Snapshotter(b.root, b.store, b.records);
       expect(await snapshotter.get(l1!.chainId)).toMatchObject({ overlayXattrs: 'user' });
+      // The layer's owners are kept beside the files, and the merged view reports them.
+      const view = new MergedView([dir]);
+      expect((await view.lookup('etc/owned'))?.header).toMatchObject({ uid: 123, gid: 456 });
+      expect((await view.lookup('etc'))?.header).toMatchObject({ uid: 0, gid: 0 });
     },
   );
+
+  it('keeps the owners it could not apply beside the snapshot, and the merged view reports them', async () => {
+    const [l1, l2] = await makeStack(b, [
+      cs([d('etc'), f('etc/owned', 'x', { uid: 123, gid: 456 }), l('etc/link', 'owned', { uid: 7, gid: 8 }), h('etc/z-hard', 'etc/owned')]),
+      cs([d('etc'), f('etc/new', 'n', { uid: 9, gid: 10 })]),
+    ]);
+    const snapshotter = new Snapshotter(b.root, b.store, b.records, { apply: { preserveOwners: false } });
+    const top = await snapshotter.ensure(l2!.chainId);
+    const me = [process.geteuid!(), process.getegid!()];
+    const owned = await lstat(join(await snapshotter.ensure(l1!.chainId), 'etc/owned'));
+    expect([owned.uid, owned.gid]).toEqual(me);
+    const view = new MergedView(await snapshotter.lowerDirs(l2!.chainId));
+    const ownerOf = async (rel: string) => {
+      const header = (await view.lookup(rel))?.header;
+      return [header?.uid, header?.gid];
+    };
+    expect(await ownerOf('etc/owned')).toEqual([123, 456]);
+    expect(await ownerOf('etc/link')).toEqual([7, 8]);
+    expect(await ownerOf('etc/z-hard')).toEqual([0, 0]);
+    expect(await ownerOf('etc/new')).toEqual([9, 10]);
+    expect(await ownerOf('etc')).toEqual([0, 0]);
+    expect(await readdir(join(top, '..'))).toContain('owners.json');
+  });
+
+  it.skipIf(!isRoot)('writes no owners file when it applies the owners (needs root)', async () => {
+    const [l1] = await makeStack(b, [cs([d('etc'), f('etc/owned', 'x', { uid: 123, gid: 456 })])]);
+    const dir = await new Snapshotter(b.root, b.store, b.records).ensure(l1!.chainId);
+    expect(await readdir(join(dir, '..'))).not.toContain('owners.json');
+    expect((await new MergedView([dir]).lookup('etc/owned'))?.header).toMatchObject({ uid: 123, gid: 456 });
+  });
+
+  it('fails, naming the file, on a damaged owners file rather than report wrong owners', async () => {
+    const [l1] = await makeStack(b, [cs([d('etc'), f('etc/owned', 'x', { uid: 123, gid: 456 })])]);
+    const dir = await new Snapshotter(b.root, b.store, b.records, { apply: { preserveOwners: false } }).ensure(l1!.chainId);
+    const file = join(dir, '..', 'owners.json');
+    await chmod(join(dir, '..'), 0o755);
+    await writeFile(file, '{"version":1,"owners":{"etc/owned":["root"]}}');
+    await expect(new MergedView([dir]).lookup('etc/owned')).rejects.toThrow(/owners\.json: the owner of "etc\/owned" is not \[uid, gid\]; the snapshot is damaged/);
+  });
 });
