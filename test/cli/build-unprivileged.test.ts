@@ -5,36 +5,17 @@
  * unpacked it, and the layer must still record the image's owner (root), as
  * Docker does (snapshot/owners.ts).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, chown, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Strata } from '../../src/strata.js';
-import { CLI, makeTree, strata, workspace, type RunResult } from './helpers.js';
+import { makeTree, strata, strataAsNobody as asNobody, workspace } from './helpers.js';
 
 const canDropRoot = process.geteuid?.() === 0 && existsSync('/usr/bin/setpriv');
 const cleanups: Array<() => Promise<void>> = [];
 afterAll(() => Promise.all(cleanups.map((c) => c())));
-
-function asNobody(home: string, args: string[]): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('/usr/bin/setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, ...args], {
-      cwd: home,
-      env: { PATH: process.env.PATH, HOME: home },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const out: Buffer[] = [];
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const bytes = Buffer.concat(out);
-      resolve({ code: code ?? -1, stdout: bytes.toString('utf8'), stderr, bytes });
-    });
-  });
-}
 
 async function diffIds(root: string, ref: string): Promise<string[]> {
   const lib = await Strata.open({ root });

@@ -3,7 +3,7 @@
  * docker archive in the current directory; the same result on every run,
  * as root or not; readable by OCI tools straight from the store root.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, chown, cp, mkdir, readdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { contextEpoch, DEMO_REF, runDemo, sampleAppDir } from '../../src/cli/commands/demo.js';
 import { Strata } from '../../src/strata.js';
 import { readTar } from '../../src/tar/read.js';
-import { CLI, REPO, strata, toolAvailable, workspace, type RunResult } from './helpers.js';
+import { REPO, strata, strataAsNobody, toolAvailable, workspace, type RunResult } from './helpers.js';
 
 let ws: Awaited<ReturnType<typeof workspace>>;
 
@@ -188,23 +188,7 @@ describe('strata demo', () => {
       await chmod(ws.dir, 0o711);
       await mkdir(home);
       await chown(home, 65534, 65534);
-      const asNobody = (args: string[]): Promise<RunResult> =>
-        new Promise((resolve, reject) => {
-          const child = spawn('/usr/bin/setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, CLI, ...args], {
-            cwd: home,
-            env: { PATH: process.env.PATH, HOME: home },
-            stdio: ['ignore', 'pipe', 'pipe'],
-          });
-          const out: Buffer[] = [];
-          let stderr = '';
-          child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
-          child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-          child.on('error', reject);
-          child.on('close', (code) => {
-            const bytes = Buffer.concat(out);
-            resolve({ code: code ?? -1, stdout: bytes.toString('utf8'), stderr, bytes });
-          });
-        });
+      const asNobody = (args: string[]): Promise<RunResult> => strataAsNobody(home, args);
       const root = join(home, 'store');
       const first = await asNobody(['--root', root, 'demo']);
       expect(first).toMatchObject({ code: 0, stderr: '' });

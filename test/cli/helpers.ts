@@ -54,6 +54,29 @@ export function strata(args: readonly string[], options: RunOptions = {}): Promi
   });
 }
 
+/**
+ * Runs `strata ARGS…` as nobody (through setpriv, so it needs root) in
+ * `home`, which is also its HOME, and collects its output and exit status.
+ */
+export function strataAsNobody(home: string, args: readonly string[]): Promise<RunResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn('/usr/bin/setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, ...args], {
+      cwd: home,
+      env: { PATH: process.env.PATH, HOME: home },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const out: Buffer[] = [];
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const bytes = Buffer.concat(out);
+      resolvePromise({ code: code ?? -1, stdout: bytes.toString('utf8'), stderr, bytes });
+    });
+  });
+}
+
 /** A scratch directory with a `root/` store path; `cleanup` removes it. */
 export async function workspace(prefix = 'strata-cli-'): Promise<{ dir: string; root: string; cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
