@@ -104,8 +104,12 @@ function writeCache(dir: string, owner: string, prefix: string, suffix: string, 
  */
 const CACHE_MAGIC = Buffer.from('strata\0\x01', 'latin1');
 const CACHE_HEADER_BYTES = CACHE_MAGIC.length + 8;
-/** Runs shorter than this are taken to have kept all their bytecode (see loadBundle). */
-const LONG_RUN_MS = 1000;
+/**
+ * When a run still going writes its cache (ms after start; see loadBundle):
+ * late enough for a short command to have finished, early enough that no
+ * bytecode has been dropped yet. Tests set STRATA_CODE_CACHE_EARLY_MS.
+ */
+const EARLY_WRITE_MS = Number(process.env.STRATA_CODE_CACHE_EARLY_MS) > 0 ? Number(process.env.STRATA_CODE_CACHE_EARLY_MS) : 250;
 
 interface CodeCache {
   data: Buffer;
@@ -143,20 +147,28 @@ function loadBundle(source: string): CliModule {
     ...(cachedData !== undefined ? { cachedData } : {}),
   });
   if (dir !== undefined) {
-    // At exit the cache also holds every function the command compiled on the
-    // way, but not those whose bytecode V8 dropped (bytecode flushing: in a
-    // long run, garbage collections discard the code of functions not run for
-    // a while, such as the bundle's start-up code). A cache written by a cold
-    // build made the next cached build spend 20 ms rather than 5 ms starting.
-    // So a run less than half as long as a long one that wrote the cache
-    // writes it again, which leaves the cache of a short one.
-    // (Turning flushing off would change V8's flags, and then Node's own
-    // cache of its built-in modules no longer fits them.)
+    // The cache holds every function compiled so far, but not those whose
+    // bytecode V8 has dropped: in a long run garbage collections discard the
+    // code of functions not run for a while (bytecode flushing), the bundle's
+    // start-up code first. A cache written at the end of a cold build made
+    // the next cached build spend 20 ms rather than 5 ms starting. So a run
+    // still going after EARLY_WRITE_MS writes the cache then; a short run
+    // writes it at exit, with all it compiled, and also replaces a cache
+    // written early (its writer ran at least EARLY_WRITE_MS), which lacks what
+    // was compiled after. (Turning flushing off would change V8's flags, and
+    // then Node's own cache of its built-in modules no longer fits them.)
+    const stale = cache === undefined || script.cachedDataRejected === true;
+    const write = (ranMs: number): void => writeCache(dir, owner, prefix, suffix, cacheFile(script.createCachedData(), ranMs));
+    let written = false;
+    if (stale) {
+      setTimeout(() => {
+        written = true;
+        write(EARLY_WRITE_MS);
+      }, EARLY_WRITE_MS - performance.now()).unref();
+    }
     process.once('exit', () => {
       const ranMs = performance.now();
-      const writtenByLongerRun = cache !== undefined && cache.writerRanMs >= LONG_RUN_MS && ranMs * 2 < cache.writerRanMs;
-      const stale = cache === undefined || script.cachedDataRejected === true || writtenByLongerRun;
-      if (stale) writeCache(dir, owner, prefix, suffix, cacheFile(script.createCachedData(), ranMs));
+      if (!written && (stale || (ranMs < EARLY_WRITE_MS && cache.writerRanMs >= EARLY_WRITE_MS))) write(ranMs);
     });
   }
   const wrapper = script.runInThisContext() as ModuleWrapper;
