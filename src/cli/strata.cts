@@ -100,7 +100,7 @@ function writeCache(dir: string, owner: string, prefix: string, suffix: string, 
 
 /**
  * A cache file is this, then (float64, little-endian) how many milliseconds
- * the run that wrote it had lasted, then V8's data.
+ * the run that wrote it had lasted when it wrote it, then V8's data.
  */
 const CACHE_MAGIC = Buffer.from('strata\0\x01', 'latin1');
 const CACHE_HEADER_BYTES = CACHE_MAGIC.length + 8;
@@ -113,7 +113,7 @@ const EARLY_WRITE_MS = Number(process.env.STRATA_CODE_CACHE_EARLY_MS) > 0 ? Numb
 
 interface CodeCache {
   data: Buffer;
-  /** How long the run that wrote it lasted (ms). */
+  /** How long the run that wrote it had lasted when it wrote it (ms): EARLY_WRITE_MS for an early write. */
   writerRanMs: number;
 }
 
