@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { EntryHeader } from '../../src/tar/entry.js';
 import { readTreeXattrs, statsToHeader, walkTree, type WalkOptions } from '../../src/tar/walk.js';
 import { hasCommand, isRoot, run, tempDir } from './tar-helpers.js';
+import { countLoopTurns } from '../helpers/loop-turns.js';
 
 const canXattr = hasCommand('getfattr') && hasCommand('setfattr');
 
@@ -114,13 +115,7 @@ describe('walkTree', () => {
       await mkdir(join(root, `d${d}`));
       for (let f = 0; f < 200; f++) writeFileSync(join(root, `d${d}`, `f${f}`), '');
     }
-    let turns = 0;
-    let ticking = true;
-    const tick = (): void => {
-      turns++;
-      if (ticking) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const turns = countLoopTurns();
     // A slow filter stands in for a slow file system: the walk takes 50 ms or more.
     const slowFilter = (): boolean => {
       const until = performance.now() + 0.05;
@@ -132,8 +127,8 @@ describe('walkTree', () => {
     // The loop body never waits on I/O, so any turn of the event loop is the walker's doing.
     for await (const entry of walkTree(root, { filter: slowFilter })) if (entry.header.path) seen++;
     const elapsed = performance.now() - started;
-    const turnsWhileWalking = turns;
-    ticking = false;
+    const turnsWhileWalking = turns.count;
+    turns.stop();
     expect(seen).toBe(5 * 201);
     // Slices last about a millisecond; a generous bound keeps a loaded machine from failing this.
     expect(turnsWhileWalking).toBeGreaterThanOrEqual(Math.floor(elapsed / 25));

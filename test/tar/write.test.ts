@@ -11,6 +11,7 @@ import { readTar } from '../../src/tar/read.js';
 import { walkTree } from '../../src/tar/walk.js';
 import { FileChangedError, InvalidEntryError, packEntries, tarFromTree, type PackSource } from '../../src/tar/write.js';
 import { collect, hasCommand, isRoot, readAll, run, sha256, tempDir } from './tar-helpers.js';
+import { countLoopTurns } from '../helpers/loop-turns.js';
 
 const canXattr = hasCommand('getfattr') && hasCommand('setfattr');
 
@@ -573,13 +574,7 @@ describe('content read from source paths', () => {
 
   it('lets the event loop turn while it works', async () => {
     await sizedTree(root);
-    let turns = 0;
-    let ticking = true;
-    const tick = (): void => {
-      turns++;
-      if (ticking) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const turns = countLoopTurns();
     let turnsWhileBusy = 0;
     const hash = createHash('sha256');
     const started = performance.now();
@@ -590,13 +585,13 @@ describe('content read from source paths', () => {
         highWaterMark: 4 * 1024 * 1024,
         write(chunk: Buffer, _encoding, callback) {
           hash.update(chunk);
-          turnsWhileBusy = turns;
+          turnsWhileBusy = turns.count;
           callback();
         },
       }),
     );
     const elapsed = performance.now() - started;
-    ticking = false;
+    turns.stop();
     // Slices last about a millisecond; a generous bound keeps a loaded machine from failing this.
     expect(turnsWhileBusy).toBeGreaterThanOrEqual(Math.floor(elapsed / 25));
     expect(turnsWhileBusy).toBeGreaterThan(0);
