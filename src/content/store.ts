@@ -14,13 +14,13 @@
  * hashed and fsynced temp file, so a reader never sees a partial blob, whatever
  * happens to the writer.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { type FileHandle, chmod, link, mkdir, open, opendir, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
-import { DigestCounter, digestHex, isDigest, parseDigest, type Digest } from './digest.js';
+import { DigestCounter, digestHex, isDigest, parseDigest, sha256Of, type Digest } from './digest.js';
 import { BlobCorruptError, BlobNotFoundError, BlobTooLargeError, DigestMismatchError, SizeMismatchError, StrataError } from './errors.js';
 import { Lease, scanLeases } from './lease.js';
 import { TEMP_PREFIX, fsyncDir, removeDeadTempFiles, tempPathFor } from '../util/atomic.js';
@@ -78,7 +78,6 @@ export interface SweepResult {
 const OCI_LAYOUT = { imageLayoutVersion: '1.0.0' };
 const EMPTY_INDEX = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] };
 const INGEST_PREFIX = `${TEMP_PREFIX}ingest-`;
-/** Temp names carry their creator's pid (`…-<pid>-<random hex>`), which {@link ContentStore.cleanTemp} relies on. */
 const READ_CHUNK = 256 * 1024;
 const DEFAULT_MAX_IN_MEMORY = 32 * 1024 * 1024;
 /** Blobs up to this size are read into memory with one synchronous call. */
@@ -176,7 +175,7 @@ export class ContentStore {
    */
   async putBytes(data: Uint8Array | string, lease?: Lease): Promise<BlobInfo> {
     const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-    const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}` as Digest;
+    const digest = sha256Of(bytes);
     // Lease first, then look (see claim); a stored copy of the wrong size is replaced below.
     if (lease !== undefined) await lease.add(digest);
     if ((await this.size(digest)) === bytes.length) return { digest, size: bytes.length };
@@ -217,7 +216,7 @@ export class ContentStore {
       const bytes = readFileOrUndefined(this.blobPath(valid));
       if (bytes !== undefined) {
         if (bytes.length > maxSize) throw new BlobTooLargeError(valid, bytes.length, maxSize);
-        const actual = `sha256:${createHash('sha256').update(bytes).digest('hex')}` as Digest;
+        const actual = sha256Of(bytes);
         if (actual !== valid) throw new BlobCorruptError(valid, actual);
         return bytes;
       }
@@ -679,7 +678,6 @@ function checkLayoutVersion(path: string): void {
     throw new StrataError('BAD_LAYOUT', `${path} declares imageLayoutVersion ${JSON.stringify(version)}; only 1.0.0 is supported`);
   }
 }
-
 
 function ignoreMissingDir(err: NodeJS.ErrnoException): string[] {
   if (err.code === 'ENOENT') return [];

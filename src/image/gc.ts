@@ -47,7 +47,6 @@ export class GcMarkError extends StrataError {
   }
 }
 
-/** Temp names made by writeFileAtomic / the content store carry the creator's pid. */
 /** Blobs larger than this are never manifests, so a root of that size is not parsed. */
 const MAX_MANIFEST_SIZE = 4 * 1024 * 1024;
 
@@ -146,5 +145,3 @@ async function recordIds(store: ImageStore): Promise<Digest[]> {
     return match ? [`sha256:${match[1]}` as Digest] : [];
   });
 }
-
-

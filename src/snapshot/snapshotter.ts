@@ -492,7 +492,6 @@ function lockName(id: Digest): string {
   return `snapshot-${digestHex(id)}`;
 }
 
-
 async function lstatOrUndefined(path: string): Promise<BigIntStats | undefined> {
   try {
     return await lstat(path, { bigint: true });

@@ -24,7 +24,6 @@ interface StartFlags {
   supervise?: boolean;
 }
 
-
 /**
  * Starts `container` under a detached supervisor (`strata start --supervise`)
  * and waits until it reports the process running, or why it could not start.
