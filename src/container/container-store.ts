@@ -25,9 +25,8 @@
  * collection, even after the image lost all its names. Whatever runs gc must
  * have imported this module.
  */
-import { mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseDigest, type Digest } from '../content/digest.js';
@@ -41,7 +40,7 @@ import { chainIds } from '../layer/chain.js';
 import { recordForBlob } from '../layer/make.js';
 import { unmount } from '../runtime/overlay.js';
 import { Snapshotter } from '../snapshot/snapshotter.js';
-import { TEMP_PREFIX, tempPathFor, writeJsonAtomic } from '../util/atomic.js';
+import { tempFileOwner, tempPathFor, writeJsonAtomic } from '../util/atomic.js';
 import type { MountSpec } from '../volume/mountspec.js';
 import { generateContainerName, normalizeContainerName } from './names.js';
 import { readdirOrEmpty } from '../util/fs.js';
@@ -600,9 +599,8 @@ export class ContainerStore {
   async cleanStale(): Promise<string[]> {
     const removed: string[] = [];
     for (const name of await readdirOrEmpty(this.dir)) {
-      if (!name.startsWith(TEMP_PREFIX)) continue;
-      const pid = /-(\d+)-[a-f0-9]+$/.exec(name)?.[1];
-      if (pid === undefined || processIsAlive(Number(pid))) continue;
+      const pid = tempFileOwner(name);
+      if (pid === undefined || processIsAlive(pid)) continue;
       const path = join(this.dir, name);
       await releaseMounts(path);
       await rm(path, { recursive: true, force: true });
