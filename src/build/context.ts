@@ -39,6 +39,7 @@ import { takeContextListing } from './context-listing.cjs';
 import { containsWildcards, goMatch } from './gomatch.js';
 import { entryTypeOf } from '../tar/walk.js';
 import { errnoOf, lstatSyncOrUndefined } from '../util/fs.js';
+import { Slicer } from '../util/slice.js';
 
 /** A COPY/ADD source problem, worded as Docker words it. */
 export class BuildContextError extends StrataError {
@@ -86,22 +87,12 @@ const TYPE_BITS: Record<string, number> = {
  * milliseconds, then let other work (a layer being written) run.
  */
 const SLICE_MS = 4;
+/** Steps of a context walk between looks at the clock, which costs more than a step. */
+const STEPS_PER_CLOCK_CHECK = 64;
 
-/** Lets a long synchronous loop yield to the event loop every {@link SLICE_MS}. */
-class Slicer {
-  private steps = 0;
-  private deadline = performance.now() + SLICE_MS;
-
-  /** Call once per step: true when the slice is up (then await {@link pause}). */
-  due(): boolean {
-    // Looking at the clock costs too, so only every 64 steps.
-    return (++this.steps & 63) === 0 && performance.now() >= this.deadline;
-  }
-
-  async pause(): Promise<void> {
-    await new Promise((resume) => setImmediate(resume));
-    this.deadline = performance.now() + SLICE_MS;
-  }
+/** The pacing of a walk of the context. */
+function contextSlicer(): Slicer {
+  return new Slicer(SLICE_MS, STEPS_PER_CLOCK_CHECK);
 }
 
 /** A visible path below a directory, as {@link BuildContext.walkPaths} finds it. */
@@ -502,7 +493,7 @@ export class BuildContext {
    */
   async walkPaths(rel: string): Promise<WalkedPath[]> {
     const out: WalkedPath[] = [];
-    const slicer = new Slicer();
+    const slicer = contextSlicer();
     const stack: { children: WalkedPath[]; next: number }[] = [{ children: this.listing(rel), next: 0 }];
     while (stack.length > 0) {
       const frame = stack[stack.length - 1]!;
@@ -739,7 +730,7 @@ export class BuildContext {
     };
     const known = this.subtreeFacts.get(rel);
     if (known !== undefined) return known ?? undefined;
-    const slicer = new Slicer();
+    const slicer = contextSlicer();
     const stack: Frame[] = [open({ rel, isDir: true, stats })];
     // Post-order: a directory's facts are complete when its last child is.
     while (stack.length > 0) {

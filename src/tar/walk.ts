@@ -8,6 +8,7 @@ import { lstatSync, readdirSync, readlinkSync, type BigIntStats, type Stats } fr
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { EntryHeader, EntryType } from './entry.js';
+import { Slicer } from '../util/slice.js';
 
 /** Options of {@link walkTree}. */
 export interface WalkOptions {
@@ -49,11 +50,6 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  */
 export const SYNC_SLICE_MS = 1;
 
-/** A macrotask turn, so pending I/O callbacks run between slices of synchronous work. @internal */
-export function yieldToEventLoop(): Promise<void> {
-  return new Promise((resolveTurn) => setImmediate(resolveTurn));
-}
-
 /**
  * Walks `root` depth-first, parents before children, siblings in UTF-8 byte
  * order of their names, using lstat (symlinks are entries, never followed).
@@ -74,13 +70,10 @@ export function yieldToEventLoop(): Promise<void> {
  */
 export async function* walkTree(root: string, opts: WalkOptions = {}): AsyncGenerator<WalkedEntry> {
   const entries = await openTreeWalk(root, opts);
-  let sliceEnd = performance.now() + SYNC_SLICE_MS;
+  const slicer = new Slicer(SYNC_SLICE_MS);
   for (const entry of entries) {
     yield entry;
-    if (performance.now() >= sliceEnd) {
-      await yieldToEventLoop();
-      sliceEnd = performance.now() + SYNC_SLICE_MS;
-    }
+    if (slicer.due()) await slicer.pause();
   }
 }
 

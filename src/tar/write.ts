@@ -26,7 +26,8 @@
 import { closeSync, constants as fsConstants, openSync, readSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { ENTRY_TYPES, baseName, normalizeEntryPath, type EntryHeader, type EntryType } from './entry.js';
-import { SYNC_SLICE_MS, openTreeWalk, yieldToEventLoop, type WalkOptions } from './walk.js';
+import { SYNC_SLICE_MS, openTreeWalk, type WalkOptions } from './walk.js';
+import { Slicer } from '../util/slice.js';
 
 /** One entry to pack: its header and, for a non-empty regular file, where its content comes from. */
 export interface PackSource {
@@ -210,8 +211,8 @@ class TarStream extends Readable {
   /** The last push was refused: wait for the reader before pushing more. */
   private full = false;
   private wakeProducer: (() => void) | undefined;
-  /** When the current slice of synchronous work is used up (performance.now()). */
-  private sliceEnd = 0;
+  /** Paces the synchronous framing and reads (see the module notes). */
+  private readonly slicer = new Slicer(SYNC_SLICE_MS);
 
   constructor(
     private readonly open: () => SourceIterator | Promise<SourceIterator>,
@@ -252,16 +253,9 @@ class TarStream extends Readable {
     return !this.stopped;
   }
 
-  /** Lets the event loop turn once the current slice of synchronous work is used up. */
-  private async pace(): Promise<void> {
-    if (performance.now() < this.sliceEnd) return;
-    await yieldToEventLoop();
-    this.sliceEnd = performance.now() + SYNC_SLICE_MS;
-  }
-
   private async produce(): Promise<void> {
     const iterator = await this.open();
-    this.sliceEnd = performance.now() + SYNC_SLICE_MS;
+    this.slicer.restart();
     let exhausted = false;
     try {
       for (;;) {
@@ -284,7 +278,8 @@ class TarStream extends Readable {
         const pending = this.writeEntry(step.value);
         if (pending) await pending;
         if (this.stopped) return;
-        if (performance.now() >= this.sliceEnd) await this.pace();
+        // No promise per entry unless the slice is used up.
+        if (this.slicer.due()) await this.slicer.pause();
       }
       this.writeZeros(END_OF_ARCHIVE);
       this.flush();
@@ -378,7 +373,7 @@ class TarStream extends Readable {
         if (this.used === this.chunk.length) {
           this.flush();
           if (this.full && !(await this.room())) throw new Error(`tar stream closed while writing ${path}`);
-          await this.pace();
+          if (this.slicer.due()) await this.slicer.pause();
           if (this.stopped) throw new Error(`tar stream closed while writing ${path}`);
         }
         // One byte past the end, when there is room for it, shows growth without another read.
