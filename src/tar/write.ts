@@ -168,21 +168,9 @@ export function tarFromTree(root: string, opts: TreeTarOptions = {}): Readable {
 }
 
 /**
- * Attaches file content to entries that have a source path on disk (see
- * {@link sourceWithContent}).
- */
-export async function* withFileContent(
-  entries: AsyncIterable<{ header: EntryHeader; sourcePath?: string; content?: PackSource['content'] }>,
-): AsyncGenerator<PackSource> {
-  for await (const entry of entries) {
-    yield sourceWithContent(entry);
-  }
-}
-
-/**
- * One entry of {@link withFileContent}: content from `content` if given, else
- * read from `sourcePath` when the entry is written (for a non-empty regular
- * file; other entries carry no content).
+ * A pack source for an entry that may have a file on disk: content from
+ * `content` if given, else read from `sourcePath` when the entry is written
+ * (for a non-empty regular file; other entries carry no content).
  */
 export function sourceWithContent(entry: { header: EntryHeader; sourcePath?: string; content?: PackSource['content'] }): PackSource {
   const { header, sourcePath, content } = entry;
